@@ -1,0 +1,6 @@
+"""drivebay: pluggable container storage, volume, network and log drivers."""
+
+from drivebay.hookspecs import hookimpl, hookspec
+
+__all__ = ["hookimpl", "hookspec", "__version__"]
+__version__ = "0.1.0"

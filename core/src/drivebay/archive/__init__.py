@@ -1,0 +1,15 @@
+"""Layer tars in the OCI/Docker layer format: writing, reading, applying, diffing.
+
+Public API (every driver and the layer store use only these names):
+
+- :class:`WhiteoutFormat`: how deletions are stored on disk.
+- :func:`check_layer_id`: refuse IDs that are not safe as file names.
+- :func:`open_layer_stream`: a context manager yielding an uncompressed stream
+  from plain, gzip or zstd input.
+- :func:`apply_layer_tar`: extract a layer tar into a directory, safely.
+- :func:`write_tree_tar`: tar a whole directory, turning on-disk whiteouts into tar ones.
+- :func:`write_changes_tar`: tar a list of changes read from a directory.
+- :func:`naive_changes`: compare two trees.
+- :func:`tree_changes`: changes from an upper directory holding on-disk whiteouts.
+- :func:`changes_size`: bytes of the added or modified regular files.
+"""

@@ -1,0 +1,1 @@
+"""The ``drivebay`` command line. One module per command group, each with ``register``."""

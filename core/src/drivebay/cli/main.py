@@ -1,0 +1,57 @@
+"""Entry point of ``drivebay``: global options, command registration, exit codes.
+
+Each command module in :data:`COMMAND_MODULES` has ``register(subparsers)``,
+which adds its parsers and sets ``func`` to a handler ``(ctx) -> int``.
+Exit codes: 0 success, 1 a drivebay error (one line on stderr), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from drivebay import __version__
+from drivebay.cli.context import CliContext
+from drivebay.errors import DrivebayError
+
+COMMAND_MODULES = ("info", "graph")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="drivebay", description="Pluggable container storage, volume, network and log drivers."
+    )
+    parser.add_argument("--version", action="version", version=f"drivebay {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="config file (default $DRIVEBAY_CONFIG, /etc/drivebay/config.yaml)")
+    parser.add_argument("--root", metavar="DIR", help="where drivebay stores everything (config key 'root')")
+    parser.add_argument("-s", "--storage-driver", metavar="NAME", help="graph driver to use (config key 'storage-driver')")
+    parser.add_argument(
+        "--storage-opt", metavar="K=V", action="append", default=[], help="storage driver option (repeatable)"
+    )
+    parser.add_argument("--debug", action="store_true", help="print every driver call with its duration")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"drivebay.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    ctx = CliContext(args)
+    try:
+        return int(args.func(ctx) or 0)
+    except DrivebayError as exc:
+        print(f"drivebay: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("drivebay: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Typed facades: the API callers use for each driver kind (never ``pm.hook``)."""

@@ -1,0 +1,1 @@
+"""Filesystem helpers shared by every driver: mounts, backing-fs facts, loop-mounted images."""

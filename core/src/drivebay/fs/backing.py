@@ -1,0 +1,41 @@
+"""Facts about the filesystem a directory lives on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from drivebay.fs.mounts import mount_table
+
+# statfs f_type magic numbers, from linux/magic.h.
+FS_MAGIC = {
+    0xEF53: "ext4",
+    0x58465342: "xfs",
+    0x9123683E: "btrfs",
+    0x01021994: "tmpfs",
+    0x794C7630: "overlay",
+    0x65735546: "fuse",
+    0x61756673: "aufs",
+    0x2FC12FC1: "zfs",
+    0x5346544E: "ntfs",
+    0x6969: "nfs",
+}
+
+
+def _existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def backing_filesystem(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (or its nearest existing parent)."""
+    target = Path(os.path.realpath(_existing(path)))
+    best = None
+    for entry in mount_table():
+        if target == entry.mount_point or entry.mount_point in target.parents:
+            if best is None or len(entry.mount_point.parts) >= len(best.mount_point.parts):
+                best = entry
+    return best.fstype if best else "unknown"
+

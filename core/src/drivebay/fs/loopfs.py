@@ -1,0 +1,72 @@
+"""Scratch filesystems: a loop-mounted image file of a given type, or a tmpfs.
+
+Tests, the conformance suite and ``drivebay bench`` use these so that a driver
+runs on the filesystem it needs (btrfs, xfs) without touching the host's
+disks. Everything made is unmounted, detached and deleted on exit, failures
+included.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from drivebay.errors import DriverNotSupported
+from drivebay.fs.mounts import mount, unmount
+
+MKFS = {
+    "ext4": ["mkfs.ext4", "-q", "-F"],
+    "xfs": ["mkfs.xfs", "-q", "-f"],
+    "btrfs": ["mkfs.btrfs", "-q", "-f"],
+}
+
+
+def can_make(fstype: str) -> str | None:
+    """``None`` if :func:`scratch_filesystem` can make ``fstype`` here, else why not."""
+    if fstype == "tmpfs":
+        return None
+    if fstype not in MKFS:
+        return f"unknown filesystem type '{fstype}' (choose from tmpfs, {', '.join(MKFS)})"
+    if shutil.which(MKFS[fstype][0]) is None:
+        return f"{MKFS[fstype][0]} is not installed"
+    if shutil.which("losetup") is None:
+        return "losetup is not installed"
+    with open("/proc/filesystems", encoding="ascii") as f:
+        if fstype not in f.read().split():
+            return f"the kernel has no {fstype} support"
+    return None
+
+
+@contextmanager
+def scratch_filesystem(
+    fstype: str, size_mb: int = 512, parent: Path | None = None, mkfs_args: tuple[str, ...] = ()
+) -> Iterator[Path]:
+    """Yield the mount point of a fresh ``fstype`` filesystem; remove it all afterwards."""
+    reason = can_make(fstype)
+    if reason:
+        raise DriverNotSupported(f"scratch {fstype}", reason)
+    workdir = Path(tempfile.mkdtemp(prefix=f"drivebay-{fstype}-", dir=parent))
+    mount_point = workdir / "mnt"
+    mount_point.mkdir()
+    try:
+        if fstype == "tmpfs":
+            mount("tmpfs", mount_point, "tmpfs", data=f"size={size_mb}m")
+        else:
+            image = workdir / "image"
+            with open(image, "wb") as f:
+                f.truncate(size_mb * 1024 * 1024)
+            subprocess.run([*MKFS[fstype], *mkfs_args, str(image)], check=True, capture_output=True)
+            # mount(8) sets up the loop device with autoclear, so unmounting detaches it.
+            subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)], check=True, capture_output=True)
+        try:
+            yield mount_point
+        finally:
+            subprocess.run(["umount", "-R", str(mount_point)], check=False, capture_output=True)
+            if subprocess.run(["mountpoint", "-q", str(mount_point)], check=False).returncode == 0:
+                unmount(mount_point, lazy=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,197 @@
+"""Find drivers by entry point (stevedore) and check them against their hookspecs (pluggy).
+
+Listing reads entry-point metadata only and imports nothing. Loading imports
+exactly the one driver that config selects, instantiates it, registers it in a
+fresh :class:`pluggy.PluginManager` holding its kind's hookspecs, and checks
+that every required hook is implemented with the spec's parameter names.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import pluggy
+from stevedore import driver as stevedore_driver
+from stevedore.exception import NoMatches
+
+from drivebay.errors import DriverContractError, DriverNotFound
+from drivebay.hookspecs import PROJECT
+from drivebay.hookspecs import graph as graph_spec
+from drivebay.hookspecs import log as log_spec
+from drivebay.hookspecs import network as network_spec
+from drivebay.hookspecs import volume as volume_spec
+from drivebay.tracing import TimingTracer
+
+WRAPPER_GROUP = "drivebay.wrappers"
+
+
+@dataclass(frozen=True)
+class DriverKind:
+    """One of the four driver kinds and where its contract lives."""
+
+    name: str
+    spec: ModuleType
+
+    @property
+    def group(self) -> str:
+        return str(self.spec.GROUP)
+
+    @property
+    def prefix(self) -> str:
+        return str(self.spec.PREFIX)
+
+    @property
+    def required_hooks(self) -> tuple[str, ...]:
+        return tuple(self.spec.REQUIRED_HOOKS)
+
+    @property
+    def probe_hook(self) -> str:
+        return str(self.spec.PROBE_HOOK)
+
+    @property
+    def distribution_prefix(self) -> str:
+        return {"graph": "graphdriver", "volume": "volumedriver", "network": "netdriver", "log": "logdriver"}[
+            self.name
+        ]
+
+
+KINDS: dict[str, DriverKind] = {
+    kind.name: kind
+    for kind in (
+        DriverKind("graph", graph_spec),
+        DriverKind("volume", volume_spec),
+        DriverKind("network", network_spec),
+        DriverKind("log", log_spec),
+    )
+}
+
+
+@dataclass(frozen=True)
+class InstalledDriver:
+    """A driver found in entry-point metadata, not imported."""
+
+    kind: str
+    name: str
+    distribution: str
+    version: str
+    target: str
+
+
+@dataclass
+class LoadedDriver:
+    """A driver instance registered and validated in its own plugin manager."""
+
+    kind: DriverKind
+    name: str
+    plugin: object
+    manager: pluggy.PluginManager
+    tracer: TimingTracer
+
+    @property
+    def hook(self) -> Any:
+        return self.manager.hook
+
+
+def installed_drivers(kind: DriverKind) -> list[InstalledDriver]:
+    """Every driver of ``kind`` that an installed distribution declares, sorted by name."""
+    found: dict[str, InstalledDriver] = {}
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == kind.group and ep.name not in found:
+                found[ep.name] = InstalledDriver(
+                    kind=kind.name,
+                    name=ep.name,
+                    distribution=dist.metadata["Name"],
+                    version=dist.version,
+                    target=ep.value,
+                )
+    return [found[name] for name in sorted(found)]
+
+
+def suggested_distribution(kind: DriverKind, name: str) -> str:
+    """The pip distribution that would provide driver ``name``, by drivebay's naming rule."""
+    return f"drivebay-{kind.distribution_prefix}-{name.replace('_', '-')}"
+
+
+def _not_found(kind: DriverKind, name: str) -> DriverNotFound:
+    names = ", ".join(d.name for d in installed_drivers(kind)) or "none"
+    return DriverNotFound(
+        f"no {kind.name} driver named '{name}' is installed (installed: {names}); "
+        f"install it with 'pip install {suggested_distribution(kind, name)}' or choose an installed one"
+    )
+
+
+def load_driver(kind: DriverKind, name: str, *, echo_timings: bool = False) -> LoadedDriver:
+    """Import, instantiate, register and validate driver ``name`` of ``kind``.
+
+    Raises ``DriverNotFound`` (with the installed names and the pip
+    distribution to install) or ``DriverContractError`` naming the hook.
+    """
+    try:
+        manager_ext = stevedore_driver.DriverManager(
+            namespace=kind.group, name=name, invoke_on_load=True, on_load_failure_callback=_reraise
+        )
+    except NoMatches as exc:
+        raise _not_found(kind, name) from exc
+    plugin = manager_ext.driver
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(kind.spec)
+    try:
+        manager.register(plugin, name=f"{kind.name}:{name}")
+    except pluggy.PluginValidationError as exc:
+        raise DriverContractError(
+            f"{kind.name} driver '{name}' does not match drivebay's hookspecs: {exc}; "
+            f"fix the hook's parameters to match drivebay.hookspecs.{kind.spec.__name__.rsplit('.', 1)[-1]}"
+        ) from exc
+    check_contract(kind, name, plugin)
+    tracer = TimingTracer.for_kind(kind.spec, echo=echo_timings)
+    manager.register(tracer, name="drivebay:timing-tracer")
+    for wrapper in _load_wrappers():
+        manager.register(wrapper)
+    return LoadedDriver(kind=kind, name=name, plugin=plugin, manager=manager, tracer=tracer)
+
+
+def check_contract(kind: DriverKind, name: str, plugin: object) -> None:
+    """Raise ``DriverContractError`` for a missing required hook or a wrong parameter list."""
+    for hook_name in kind.required_hooks:
+        impl = getattr(plugin, hook_name, None)
+        if impl is None or not hasattr(impl, f"{PROJECT}_impl"):
+            raise DriverContractError(
+                f"{kind.name} driver '{name}' lacks the required hook '{hook_name}'; "
+                f"implement it with @drivebay.hookimpl as documented in docs/{kind.name}-hooks.md"
+            )
+    for attr in dir(plugin):
+        if not attr.startswith(kind.prefix):
+            continue
+        impl = getattr(plugin, attr)
+        spec_fn = getattr(kind.spec, attr, None)
+        if not hasattr(impl, f"{PROJECT}_impl"):
+            continue
+        if spec_fn is None:
+            raise DriverContractError(
+                f"{kind.name} driver '{name}' implements '{attr}', which is not a drivebay hook; "
+                f"rename it to one of the hooks in docs/{kind.name}-hooks.md"
+            )
+        want = list(inspect.signature(spec_fn).parameters)
+        have = list(inspect.signature(impl).parameters)
+        if want != have:
+            raise DriverContractError(
+                f"{kind.name} driver '{name}': hook '{attr}' takes ({', '.join(have)}) "
+                f"but the spec is ({', '.join(want)}); change the parameters to match"
+            )
+
+
+def _load_wrappers() -> list[object]:
+    wrappers = []
+    for ep in importlib.metadata.entry_points(group=WRAPPER_GROUP):
+        target = ep.load()
+        wrappers.append(target() if inspect.isclass(target) else target)
+    return wrappers
+
+
+def _reraise(manager: object, entrypoint: object, exc: BaseException) -> None:
+    raise exc
