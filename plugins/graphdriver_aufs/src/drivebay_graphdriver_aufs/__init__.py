@@ -1,0 +1,1 @@
+"""drivebay graph driver: aufs layout and whiteouts, kernel aufs or fuse-overlayfs."""
