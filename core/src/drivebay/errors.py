@@ -114,6 +114,10 @@ class VolumeInUse(DrivebayError):
     """The volume is mounted by at least one caller."""
 
 
+class VolumeNotMounted(DrivebayError):
+    """An unmount names a caller that does not use the volume."""
+
+
 class NetworkNotFound(DrivebayError):
     """No network has that name or ID."""
 
@@ -132,6 +136,10 @@ class AddressUnavailable(DrivebayError):
 
 class LogNotFound(DrivebayError):
     """No log exists for that container."""
+
+
+class LogInUse(DrivebayError):
+    """Another process is writing that container's log."""
 
 
 class MountError(DrivebayError):
