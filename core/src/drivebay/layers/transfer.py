@@ -1,0 +1,181 @@
+"""Moving images in and out of the store: ``image load``, ``image import`` and ``image save``.
+
+Loading checks every digest before it extracts anything: each missing layer
+is claimed (so a concurrent load of the same layer waits instead of storing
+it twice), decompressed to a temporary tar and hashed, and only when every
+layer of the image matches its diff ID are the layers created. The images are
+registered together at the end, so a failure registers nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from drivebay.errors import InvalidArchive, UsageError
+from drivebay.layers import docker_archive, oci_archive
+from drivebay.layers.crashpoints import crash_point
+from drivebay.layers.image_archive import (
+    ArchiveFile,
+    ArchiveImage,
+    SavedImage,
+    SavedLayer,
+    open_image_archive,
+)
+from drivebay.layers.images import Image, ImageStore, format_created, normalize_ref, parse_config, unique
+from drivebay.layers.progress import LoadProgress
+from drivebay.layers.store import Claim, LayerStore, Lease, TempTar, chain_id
+
+FORMATS = ("docker", "oci")
+
+
+def read_archive_images(arc: ArchiveFile) -> list[ArchiveImage]:
+    """Every image in ``arc``, whichever of the two layouts it uses."""
+    if arc.has("oci-layout") and arc.has("index.json"):
+        return oci_archive.read_images(arc)
+    if arc.has("manifest.json"):
+        return docker_archive.read_images(arc)
+    raise InvalidArchive(
+        f"{arc.label} is neither a 'docker save' archive (no manifest.json) nor an OCI layout (no oci-layout "
+        "and index.json); save it with 'docker save' or 'skopeo copy ... oci-archive:FILE'"
+    )
+
+
+def _load_layers(
+    arc: ArchiveFile, found: ArchiveImage, layers: LayerStore, lease: Lease, progress: LoadProgress
+) -> None:
+    """Store the missing layers of one archived image, all verified before any is extracted."""
+    diff_ids = parse_config(found.config, found.source)["rootfs"]["diff_ids"]
+    if len(diff_ids) != len(found.layers):
+        raise InvalidArchive(
+            f"{found.source}: the config lists {len(diff_ids)} diff IDs but the manifest {len(found.layers)} "
+            "layers; the archive is corrupt"
+        )
+    claims: list[tuple[Claim, str, int]] = []
+    tars: list[TempTar] = []
+    parent = None
+    try:
+        for number, (diff_id, blob) in enumerate(zip(diff_ids, found.layers, strict=True), 1):
+            chain = chain_id(parent, diff_id)
+            claim = layers.claim(lease, chain, diff_id, parent)
+            if claim is not None:
+                claims.append((claim, f"{found.source}: layer {number} ({blob.member}, diff ID {diff_id})", number))
+            parent = chain
+        progress.start_image(
+            ", ".join(found.tags) or found.source,
+            sum(found.layers[n - 1].size for _, _, n in claims),
+            len(claims),
+        )
+        for claim, what, number in claims:
+            blob = found.layers[number - 1]
+            with arc.open(blob.member) as raw:
+                tar = layers.write_temp_tar(
+                    raw, expected_diff_id=claim.diff_id, expected_blob=blob.digest, what=what, progress=progress.advance
+                )
+            tars.append(tar)
+        crash_point("load:verified")
+        for (claim, _, _), tar in zip(claims, tars, strict=True):
+            layers.create(claim, tar)
+            progress.layer_done()
+    except BaseException:
+        for claim, _, _ in claims:
+            layers.abandon(claim)
+        for tar in tars:
+            tar.path.unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image loaded from an archive and the tags the archive gave it."""
+
+    image: Image
+    tags: tuple[str, ...]
+
+
+def load_archive(path: Path, images: ImageStore, progress: LoadProgress) -> list[LoadedImage]:
+    """Load every image of a ``docker save`` or OCI archive; all or nothing."""
+    layers = images.layers
+    with open_image_archive(path, layers.temp_path(".archive")) as arc:
+        found = read_archive_images(arc)
+        with layers.leasing() as lease:
+            for image in found:
+                _load_layers(arc, image, layers, lease, progress)
+            crash_point("load:before-register")
+            with images.state.transaction():
+                return [
+                    LoadedImage(
+                        images.register(image.config, image.tags, image.source),
+                        tuple(normalize_ref(tag) for tag in image.tags),
+                    )
+                    for image in found
+                ]
+
+
+def import_rootfs(path: Path, ref: str | None, images: ImageStore) -> Image:
+    """``docker import``: one layer from a root filesystem tar, a minimal config, history "Imported from -"."""
+    tags = [normalize_ref(ref)] if ref else []
+    layers = images.layers
+    with layers.leasing() as lease:
+        try:
+            with open(path, "rb") as raw:
+                tar = layers.write_temp_tar(raw, what=f"root filesystem tar {path}")
+        except OSError as exc:
+            raise InvalidArchive(f"cannot read {path}: {exc.strerror}; check the path") from exc
+        layer = layers.add_tar(lease, tar, None)
+        created = format_created(time.time_ns())
+        config = {
+            "architecture": oci_archive.host_architecture(),
+            "config": {},
+            "created": created,
+            "history": [{"created": created, "comment": "Imported from -"}],
+            "os": platform.system().lower(),
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+        }
+        return images.register(json.dumps(config, separators=(",", ":")).encode(), tags)
+
+
+def save_images(refs: list[str], out_path: Path, fmt: str, images: ImageStore) -> None:
+    """Write the images ``refs`` name to ``out_path`` in ``docker`` or ``oci`` format.
+
+    A tag saves that tag; an ID saves the image untagged, as ``docker save`` does.
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown archive format '{fmt}'; choose {' or '.join(FORMATS)}")
+    layers = images.layers
+    tags: dict[str, list[str]] = {}
+    chosen: list[Image] = []
+    for ref in refs:
+        image_id, tag = images.resolve_ref(ref)
+        chosen.append(images.resolve(image_id))
+        if tag is not None and tag not in tags.setdefault(image_id, []):
+            tags[image_id].append(tag)
+    partial = out_path.with_name(f".{out_path.name}.{os.getpid()}.part")
+    with layers.leasing() as lease:
+        saved = []
+        for image in unique(chosen):
+            chains = image.chain_ids
+            layers.hold(lease, chains)
+            saved.append(
+                SavedImage(
+                    id=image.id,
+                    config=image.config,
+                    tags=tuple(tags.get(image.id, [])),
+                    layers=tuple(
+                        SavedLayer(chain, diff_id, layers.tar_path(chain))
+                        for chain, diff_id in zip(chains, image.diff_ids, strict=True)
+                    ),
+                )
+            )
+        writer = docker_archive.write if fmt == "docker" else oci_archive.write
+        try:
+            with open(partial, "wb") as out:
+                writer(out, saved)
+            os.replace(partial, out_path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
