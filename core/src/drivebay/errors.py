@@ -144,3 +144,7 @@ class LogInUse(DrivebayError):
 
 class MountError(DrivebayError):
     """A mount or unmount system call failed."""
+
+
+class BtrfsError(DrivebayError):
+    """A btrfs subvolume, snapshot or qgroup operation failed."""

@@ -1,0 +1,105 @@
+"""drivebay.fs.btrfs on a loop-mounted btrfs made for each test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drivebay.errors import BtrfsError
+from drivebay.fs import btrfs
+from drivebay.fs.backing import backing_filesystem
+from drivebay.fs.loopfs import can_make, scratch_filesystem
+
+
+@pytest.fixture
+def fs(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("loop-mounting a btrfs needs root")
+    reason = can_make("btrfs")
+    if reason:
+        pytest.skip(reason)
+    with scratch_filesystem("btrfs", size_mb=256, parent=tmp_path) as mount_point:
+        yield mount_point
+
+
+def test_is_btrfs(fs: Path, tmp_path: Path) -> None:
+    assert btrfs.is_btrfs(fs)
+    assert btrfs.is_btrfs(tmp_path) == (backing_filesystem(tmp_path) == "btrfs")
+
+
+def test_snapshot_is_a_copy_and_readonly_flag(fs: Path) -> None:
+    base = fs / "base"
+    btrfs.create_subvolume(base)
+    (base / "f").write_text("hello")
+    snap = fs / "snap"
+    btrfs.snapshot(base, snap, readonly=True)
+    assert (snap / "f").read_text() == "hello"
+    assert btrfs.is_readonly(snap) and not btrfs.is_readonly(base)
+    with pytest.raises(OSError):
+        (snap / "g").write_text("no")
+    info = btrfs.subvolume_info(snap)
+    assert info.parent_uuid == btrfs.subvolume_info(base).uuid
+    assert info.readonly
+    assert btrfs.subvolume_id(snap) == info.id != btrfs.subvolume_id(base)
+    btrfs.set_readonly(snap, False)
+    (snap / "g").write_text("yes")
+    assert not (base / "g").exists()
+
+
+def test_delete_removes_nested_subvolumes_even_in_a_readonly_parent(fs: Path) -> None:
+    top = fs / "top"
+    btrfs.create_subvolume(top)
+    (top / "a" / "b").mkdir(parents=True)
+    btrfs.create_subvolume(top / "a" / "b" / "n1")
+    btrfs.create_subvolume(top / "a" / "b" / "n1" / "n2")
+    btrfs.create_subvolume(top / "n3")
+    assert sorted(btrfs.child_subvolumes(top)) == [top / "a" / "b" / "n1", top / "n3"]
+    btrfs.set_readonly(top, True)
+    btrfs.delete_subvolume(top)
+    assert not top.exists()
+    assert os.listdir(fs) == []
+
+
+def test_errors_name_the_path(fs: Path) -> None:
+    plain = fs / "plain"
+    plain.mkdir()
+    with pytest.raises(BtrfsError, match="plain"):
+        btrfs.snapshot(plain / "missing", fs / "x", readonly=False)
+    btrfs.create_subvolume(fs / "dup")
+    with pytest.raises(BtrfsError, match="dup"):
+        btrfs.create_subvolume(fs / "dup")
+
+
+def test_quota_limit_stops_writes(fs: Path) -> None:
+    vol = fs / "vol"
+    btrfs.create_subvolume(vol)
+    assert not btrfs.quota_enabled(fs)
+    btrfs.enable_quota(fs)
+    btrfs.enable_quota(fs)  # idempotent
+    assert btrfs.quota_enabled(fs)
+    btrfs.set_qgroup_limit(vol, 4 << 20)
+    with pytest.raises(OSError) as excinfo, open(vol / "big", "wb") as f:
+        for _ in range(16):
+            f.write(os.urandom(1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+    assert excinfo.value.errno == 122  # EDQUOT
+    usage = btrfs.qgroup_usage(vol)
+    assert usage.limit == 4 << 20
+    assert 0 < usage.referenced <= 4 << 20
+
+
+def test_inode_paths_lists_hard_links(fs: Path) -> None:
+    vol = fs / "vol"
+    btrfs.create_subvolume(vol)
+    (vol / "d").mkdir()
+    (vol / "f").write_text("x")
+    os.link(vol / "f", vol / "d" / "g")
+    assert sorted(btrfs.inode_paths(vol, os.lstat(vol / "f").st_ino)) == ["d/g", "f"]
+
+
+def test_version() -> None:
+    assert btrfs.btrfs_version()
