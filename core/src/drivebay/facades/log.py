@@ -1,0 +1,409 @@
+"""The typed facade over a log driver: what ``drivebay logs`` and containers use instead of ``pm.hook``.
+
+Core keeps, once for every driver:
+- the options every driver shares, as Docker's daemon does: ``mode``
+  (``blocking`` or ``non-blocking``) and ``max-buffer-size``; the rest goes to
+  the driver's own validation;
+- the non-blocking ring buffer, which never blocks the producer, drops new
+  messages when full and counts them;
+- ``--since``/``--until`` parsing and ``-t`` formatting, as ``docker logs``;
+- running a command and copying its output line by line (``logs capture``).
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import re
+import selectors
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from drivebay.errors import DriverNotSupported, InvalidConfig, UsageError
+from drivebay.hookspecs.log import LogCapabilities, LogEntry, LogInfo, LogMessage, LogStats, ReadConfig
+from drivebay.loader import KINDS, LoadedDriver, load_driver
+from drivebay.state import StateDB
+
+if TYPE_CHECKING:
+    from drivebay.config import Config
+
+CORE_OPTIONS = ("mode", "max-buffer-size")
+MODES = ("blocking", "non-blocking")
+DEFAULT_MAX_BUFFER_SIZE = 1_000_000
+"""Docker's default ring size for ``mode=non-blocking`` (1 MB)."""
+
+MAX_PENDING_LINE = 1 << 20
+"""A line longer than this is handed on in parts, so capture memory stays bounded."""
+
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+"""Docker's rule for container (and volume) names."""
+
+_DECIMAL = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4, "p": 1000**5}
+_BINARY = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?$", re.IGNORECASE)
+
+
+def parse_byte_size(text: str, *, binary: bool) -> int:
+    """Docker's human sizes: ``10m`` is 10,000,000 bytes (decimal) or 10 MiB (``binary``, as RAMInBytes).
+
+    Raises ``ValueError`` for anything else.
+    """
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise ValueError(f"invalid size {text!r}")
+    units = _BINARY if binary else _DECIMAL
+    return int(float(match.group(1)) * units[match.group(2).lower()])
+
+
+def utf8_cut(data: bytes, limit: int) -> int:
+    """The largest cut at or below ``limit`` that does not split a UTF-8 character.
+
+    Used to split overlong lines so that each part decodes on its own.
+    Bytes that are not valid UTF-8 anyway are cut at ``limit``.
+    """
+    if len(data) <= limit:
+        return len(data)
+    if data[limit] & 0xC0 != 0x80:  # a character starts right at the limit
+        return limit
+    for start in range(limit - 1, max(limit - 4, 0), -1):
+        if data[start] & 0xC0 == 0xC0:  # the lead byte of the character the limit falls in
+            return start
+        if data[start] & 0xC0 != 0x80:
+            break
+    return limit
+
+
+# -- timestamps -------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_UNIX = re.compile(r"^(\d+)(?:\.(\d{1,9}))?$")
+_DATE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?"
+    r"(Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def _go_duration_ns(text: str) -> int | None:
+    body = text[1:] if text[:1] in "+-" else text
+    pos, total = 0, 0
+    while pos < len(body):
+        match = _DURATION_PART.match(body, pos)
+        if not match:
+            return None
+        total += int(float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+        pos = match.end()
+    if not body:
+        return None
+    return -total if text.startswith("-") else total
+
+
+def parse_timestamp(text: str, now_ns: int | None = None) -> int:
+    """Parse ``--since``/``--until`` as ``docker logs`` does; returns UTC nanoseconds.
+
+    Accepts a Go duration relative to now (``10m``, ``1h30m``), a Unix time
+    with optional fraction (``1795429638.5``), or an RFC 3339 date or time
+    (``2026-11-23``, ``2026-11-23T12:00:00.5Z``; no zone means local time).
+    Raises ``UsageError`` naming the value and the accepted forms.
+    """
+    value = text.strip()
+    now = time.time_ns() if now_ns is None else now_ns
+    duration = _go_duration_ns(value)
+    if duration is not None:
+        return now - duration
+    unix = _UNIX.match(value)
+    if unix:
+        return int(unix.group(1)) * 10**9 + int((unix.group(2) or "0").ljust(9, "0"))
+    date = _DATE.match(value)
+    if date:
+        year, month, day, hour, minute, second, frac, zone = date.groups()
+        fields = (int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
+        try:
+            if zone is None:
+                seconds = int(time.mktime((*fields, 0, 0, -1)))
+            else:
+                seconds = calendar.timegm((*fields, 0, 0, 0))
+                if zone != "Z":
+                    sign = -1 if zone[0] == "-" else 1
+                    digits = zone[1:].replace(":", "")
+                    seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+        except (OverflowError, ValueError) as exc:
+            raise UsageError(f"timestamp {text!r} is out of range") from exc
+        return seconds * 10**9 + int((frac or "0").ljust(9, "0"))
+    raise UsageError(
+        f"cannot parse timestamp {text!r}: use a duration like 10m or 1h30m, a Unix time like 1795429638.5, "
+        "or an RFC 3339 time like 2026-11-23T12:00:00Z"
+    )
+
+
+def format_timestamp(timestamp_ns: int) -> str:
+    """``docker logs -t``'s fixed-width RFC 3339 time in UTC: ``2026-11-23T12:00:00.123456789Z``."""
+    seconds, nanos = divmod(timestamp_ns, 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
+
+
+# -- writing ------------------------------------------------------------------
+
+
+class _Ring:
+    """Docker's non-blocking mode: a bounded buffer drained by a thread into the driver."""
+
+    def __init__(self, sink: LogWriter, max_bytes: int) -> None:
+        self._sink = sink
+        self._max_bytes = max_bytes
+        self._cond = threading.Condition()
+        self._queue: list[LogMessage] = []
+        self._bytes = 0
+        self._closed = False
+        self._failure: BaseException | None = None
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._drain, name="drivebay-log-ring", daemon=True)
+        self._thread.start()
+
+    def put(self, messages: Sequence[LogMessage]) -> None:
+        with self._cond:
+            for message in messages:
+                size = len(message.line)
+                # An empty buffer always takes one message, so an oversized line is not dropped forever.
+                if self._queue and self._bytes + size > self._max_bytes:
+                    self.dropped += 1
+                    continue
+                self._queue.append(message)
+                self._bytes += size
+            self._cond.notify()
+
+    def _drain(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                batch, self._queue, self._bytes = self._queue, [], 0
+                if not batch:
+                    return
+            try:
+                self._sink.write_now(batch)
+            except BaseException as exc:
+                self._failure = exc
+                with self._cond:
+                    self.dropped += len(batch) + len(self._queue)
+                    self._queue, self._bytes, self._closed = [], 0, True
+                return
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+
+
+class LogWriter:
+    """An open log: ``write`` batches of messages, then ``close`` for the stats."""
+
+    def __init__(self, driver: LogDriver, info: LogInfo, mode: str, max_buffer_size: int) -> None:
+        self.driver = driver
+        self.info = info
+        self._hook = driver.loaded.hook
+        self._hook.log_start(info=info)
+        self._ring = _Ring(self, max_buffer_size) if mode == "non-blocking" else None
+        self._closed = False
+
+    def write(self, messages: Sequence[LogMessage]) -> None:
+        """Log ``messages``; in non-blocking mode this never waits for storage."""
+        if not messages:
+            return
+        if self._ring is not None:
+            self._ring.put(messages)
+        else:
+            self.write_now(messages)
+
+    def write_now(self, messages: Sequence[LogMessage]) -> None:
+        self._hook.log_write(container_id=self.info.container_id, messages=messages)
+
+    def close(self) -> LogStats:
+        """Flush everything buffered and close; returns what was written and dropped."""
+        if self._closed:
+            raise UsageError(f"the log of '{self.info.container_name}' is already closed")
+        self._closed = True
+        try:
+            if self._ring is not None:
+                self._ring.close()
+        finally:
+            stats: LogStats = self._hook.log_close(container_id=self.info.container_id)
+        if self._ring is not None and self._ring.dropped:
+            return LogStats(
+                written=stats.written,
+                dropped=stats.dropped + self._ring.dropped,
+                last_error=stats.last_error or "non-blocking buffer full (raise max-buffer-size)",
+            )
+        return stats
+
+    def __enter__(self) -> LogWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self._closed:
+            self.close()
+
+
+class _LineSplitter:
+    """Turns one stream's chunks of output into messages, one per line."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._pending = b""
+        self._partial_ts: int | None = None
+
+    def feed(self, chunk: bytes, now_ns: int) -> list[LogMessage]:
+        data = self._pending + chunk if self._pending else chunk
+        lines = data.split(b"\n")
+        self._pending = lines.pop()
+        out = []
+        for line in lines:
+            out.append(LogMessage(line, self.source, self._partial_ts or now_ns))
+            self._partial_ts = None
+        while len(self._pending) > MAX_PENDING_LINE:
+            cut = utf8_cut(self._pending, MAX_PENDING_LINE)
+            self._partial_ts = self._partial_ts or now_ns
+            out.append(LogMessage(self._pending[:cut], self.source, self._partial_ts, partial=True))
+            self._pending = self._pending[cut:]
+        return out
+
+    def finish(self, now_ns: int) -> list[LogMessage]:
+        """The last line when the stream ended without a newline (Docker logs it with one)."""
+        if not self._pending and self._partial_ts is None:
+            return []
+        message = LogMessage(self._pending, self.source, self._partial_ts or now_ns)
+        self._pending, self._partial_ts = b"", None
+        return [message]
+
+
+def capture_command(writer: LogWriter, argv: Sequence[str]) -> int:
+    """Run ``argv``, log its stdout and stderr line by line, and return its exit code.
+
+    A command killed by a signal gives ``128 + signal``, as a shell reports it.
+    Raises ``FileNotFoundError``/``PermissionError`` when the command cannot start.
+    """
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    splitters = {proc.stdout.fileno(): _LineSplitter("stdout"), proc.stderr.fileno(): _LineSplitter("stderr")}
+    with selectors.DefaultSelector() as selector:
+        for fd in splitters:
+            selector.register(fd, selectors.EVENT_READ)
+        try:
+            while selector.get_map():
+                for key, _ in selector.select():
+                    fd = int(key.fd)
+                    chunk = os.read(fd, 1 << 16)
+                    now = time.time_ns()
+                    if chunk:
+                        writer.write(splitters[fd].feed(chunk, now))
+                    else:
+                        selector.unregister(fd)
+                        writer.write(splitters[fd].finish(now))
+        finally:
+            proc.stdout.close()
+            proc.stderr.close()
+            code = proc.wait()
+    return 128 - code if code < 0 else code
+
+
+# -- the facade -----------------------------------------------------------------
+
+
+class LogDriver:
+    """A loaded log driver with core's shared options, ring buffer and reading helpers."""
+
+    def __init__(self, loaded: LoadedDriver, root: Path, options: Mapping[str, str]) -> None:
+        self.loaded = loaded
+        self.name = loaded.name
+        self.root = root
+        self._hook = loaded.hook
+        self.capabilities: LogCapabilities = self._hook.log_capabilities()
+        reason = self._hook.log_probe(root=root)
+        if reason is not None:
+            raise DriverNotSupported(self.name, reason, "choose another log-driver")
+        self.mode, self.max_buffer_size, self.options = self.split_options(options)
+        self._hook.log_validate_options(options=self.options)
+
+    def split_options(self, options: Mapping[str, str]) -> tuple[str, int, dict[str, str]]:
+        """Take out the options core handles; returns ``(mode, max_buffer_size, driver_options)``."""
+        driver_options = {k: str(v) for k, v in options.items() if k not in CORE_OPTIONS}
+        mode = str(options.get("mode", "blocking"))
+        if mode not in MODES:
+            raise InvalidConfig(f"log-opt mode={mode!r} is not valid; use one of: {', '.join(MODES)}")
+        size_text = options.get("max-buffer-size")
+        if size_text is None:
+            return mode, DEFAULT_MAX_BUFFER_SIZE, driver_options
+        if mode != "non-blocking":
+            raise InvalidConfig("log-opt max-buffer-size is only supported with mode=non-blocking")
+        try:
+            size = parse_byte_size(str(size_text), binary=True)
+        except ValueError as exc:
+            raise InvalidConfig(
+                f"log-opt max-buffer-size={size_text!r} is not a size; use a number with k, m or g (binary units)"
+            ) from exc
+        if size <= 0:
+            raise InvalidConfig(f"log-opt max-buffer-size={size_text!r} must be positive")
+        return mode, size, driver_options
+
+    def info_for(
+        self,
+        name: str,
+        *,
+        container_id: str | None = None,
+        env: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        image_name: str = "",
+        image_id: str = "",
+        options: Mapping[str, str] | None = None,
+    ) -> LogInfo:
+        """The :class:`LogInfo` of container ``name`` (whose ID is ``container_id``, else the name itself)."""
+        if not NAME_PATTERN.fullmatch(name):
+            raise UsageError(
+                f"invalid container name {name!r}: use letters, digits, '_', '.' and '-', starting with a "
+                "letter or digit, at least 2 characters"
+            )
+        cid = container_id or name
+        driver_options = self.options
+        if options is not None:
+            _, _, driver_options = self.split_options(options)
+            self._hook.log_validate_options(options=driver_options)
+        return LogInfo(
+            container_id=cid,
+            container_name=name,
+            container_root=self.root / "containers" / cid,
+            options=driver_options,
+            image_name=image_name,
+            image_id=image_id,
+            env=dict(env or {}),
+            labels=dict(labels or {}),
+        )
+
+    def open(self, info: LogInfo) -> LogWriter:
+        """Start writing the log of ``info``; use as a context manager or call ``close``."""
+        return LogWriter(self, info, self.mode, self.max_buffer_size)
+
+    def read(self, info: LogInfo, config: ReadConfig) -> Iterator[LogEntry]:
+        """Read the log of ``info`` (see :class:`ReadConfig`)."""
+        if not self.capabilities.read_logs:
+            raise DriverNotSupported(
+                self.name, "it does not read logs back", "use log-driver json-file to read logs with drivebay"
+            )
+        entries: Iterator[LogEntry] = self._hook.log_read(info=info, config=config)
+        return entries
+
+
+def open_log_driver(config: Config, state: StateDB) -> LogDriver:
+    """Load and check the configured log driver (config key ``log-driver``)."""
+    loaded = load_driver(KINDS["log"], config.log_driver, echo_timings=config.debug)
+    return LogDriver(loaded, Path(config.root), dict(config.log_opts or {}))

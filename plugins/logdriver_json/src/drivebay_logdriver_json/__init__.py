@@ -1,0 +1,1 @@
+"""drivebay json-file log driver."""

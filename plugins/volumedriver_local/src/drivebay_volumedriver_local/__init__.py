@@ -1,0 +1,1 @@
+"""drivebay local volume driver."""
