@@ -190,6 +190,13 @@ class Overlay2Driver:
             raise MountError(
                 f"overlay2 could not mount layer '{layer_id}' ({len(stack.lowers)} lower layers): {exc}"
             ) from exc
+        if stack.upper is not None and os.statvfs(merged).f_flag & os.ST_RDONLY:
+            # overlayfs mounts read-only, quietly, when it cannot make its work dir (a full quota, say).
+            self.mounter.unmount(merged)
+            raise MountError(
+                f"overlay2 could mount layer '{layer_id}' only read-only: its work dir could not be written; "
+                f"if the layer's size quota is full, free space in {self.layout.diff(layer_id)}"
+            )
         return merged
 
     @hookimpl

@@ -169,8 +169,10 @@ class ProgramOverlay:
 
     def describe(self) -> str:
         result = subprocess.run([self.program, "--version"], capture_output=True, text=True, check=False)
-        first = next((line.strip() for line in result.stdout.splitlines() if line.strip()), "")
-        return f"{self.program} ({first})" if first else self.program
+        # fuse-overlayfs prints fusermount's version first; find the program's own line.
+        name = Path(self.program).name
+        own = next((line.strip() for line in result.stdout.splitlines() if line.startswith(name)), "")
+        return f"{self.program} ({own})" if own else self.program
 
     def mount(self, stack: OverlayStack, target: Path) -> None:
         result = subprocess.run(

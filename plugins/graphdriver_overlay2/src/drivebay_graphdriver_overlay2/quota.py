@@ -20,10 +20,10 @@ from typing import Protocol
 
 from drivebay.errors import InvalidConfig, QuotaNotSupported
 from drivebay.facades.log import parse_byte_size
+from drivebay.fs import btrfs
 from drivebay.fs.backing import backing_filesystem
 from drivebay.fs.mounts import mount_table
 
-BTRFS_SUBVOLUME_INODE = 256
 FS_IOC_FSGETXATTR = 0x801C581F
 FS_IOC_FSSETXATTR = 0x401C5820
 FS_XFLAG_PROJINHERIT = 0x200
@@ -98,17 +98,13 @@ class BtrfsQuota:
         return "btrfs qgroups (layer directory as subvolume)"
 
     def limit(self, layer_dir: Path, size: int) -> None:
-        from drivebay.fs import btrfs
-
         btrfs.create_subvolume(layer_dir)
         btrfs.enable_quota(self.home)
         btrfs.set_qgroup_limit(layer_dir, size)
 
     def release(self, layer_dir: Path) -> bool:
-        if os.lstat(layer_dir).st_ino != BTRFS_SUBVOLUME_INODE:
+        if not btrfs.is_subvolume(layer_dir):
             return False
-        from drivebay.fs import btrfs
-
         btrfs.delete_subvolume(layer_dir)
         return True
 

@@ -1,0 +1,99 @@
+"""The size storage-opt: btrfs qgroups on a loop btrfs, xfs project quotas where the kernel has them."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from overlay2_testkit import OpenDriver, layer_tar, opened_drivers, require_root
+
+from drivebay.errors import MountError
+from drivebay.facades.graph import GraphDriver
+from drivebay.fs import btrfs
+from drivebay.fs.mounts import unmount
+
+MIB = 1 << 20
+
+
+def _write(path: Path, size: int) -> None:
+    chunk = os.urandom(MIB)
+    with open(path, "wb") as f:
+        for _ in range(size // MIB):
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _assert_limited(driver: GraphDriver, layer_id: str) -> None:
+    """A 10M limit lets 5M in and stops a 20M write with EDQUOT or ENOSPC."""
+    with driver.mounted(layer_id) as root:
+        _write(root / "small", 5 * MIB)
+        with pytest.raises(OSError) as caught:
+            _write(root / "big", 20 * MIB)
+        assert caught.value.errno in (errno.EDQUOT, errno.ENOSPC), caught.value
+
+
+@pytest.fixture
+def btrfs_overlay2(scratch: Callable[..., Path]) -> Iterator[OpenDriver]:
+    root = scratch("btrfs")
+    with opened_drivers(root) as open_driver:
+        yield open_driver
+
+
+def test_size_on_btrfs_is_a_qgroup_limited_subvolume(btrfs_overlay2: OpenDriver) -> None:
+    driver = btrfs_overlay2()
+    assert dict(driver.status())["Quota"] == "btrfs qgroups (layer directory as subvolume)"
+    driver.create_from_tar("base", None, layer_tar({"etc/": None, "etc/motd": b"hi\n"}))
+    driver.create_rw("c1", "base", {"size": "10M"})
+    layer_dir = driver.home / "c1"
+    assert btrfs.is_subvolume(layer_dir), "the layer directory should be a subvolume"
+    _assert_limited(driver, "c1")
+    # Full, the layer can't be mounted writable any more (overlay can't make its work dir): say so.
+    with pytest.raises(MountError, match="free space in"):
+        driver.get("c1")
+    (layer_dir / "diff" / "big").unlink()
+    os.sync()  # qgroup accounting catches up at the transaction commit
+    with driver.mounted("c1") as root:
+        assert (root / "etc" / "motd").read_bytes() == b"hi\n"
+        (root / "etc" / "motd").write_bytes(b"copied up across work/ and diff/ in one subvolume\n")
+    driver.remove("c1")
+    assert not layer_dir.exists()
+    listed = subprocess.run(
+        ["btrfs", "subvolume", "list", str(driver.home)], capture_output=True, text=True, check=True
+    )
+    assert "c1" not in listed.stdout
+
+
+def test_default_size_option_limits_read_write_layers(btrfs_overlay2: OpenDriver) -> None:
+    driver = btrfs_overlay2({"size": "10M"})
+    driver.create_from_tar("base", None, layer_tar({"a": b"a"}))
+    assert not btrfs.is_subvolume(driver.home / "base"), "image layers take no default limit, as in moby"
+    driver.create_rw("c1", "base")
+    _assert_limited(driver, "c1")
+
+
+def test_size_on_xfs_with_prjquota(tmp_path: Path) -> None:
+    require_root()
+    image, mount_point = tmp_path / "xfs.img", tmp_path / "mnt"
+    with open(image, "wb") as f:
+        f.truncate(512 * MIB)
+    subprocess.run(["mkfs.xfs", "-q", "-f", str(image)], check=True, capture_output=True)
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-o", "loop,prjquota", str(image), str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(
+            "this kernel cannot mount xfs with prjquota (built without CONFIG_XFS_QUOTA): "
+            + mounted.stderr.decode().splitlines()[0]
+        )
+    try:
+        with opened_drivers(mount_point) as open_driver:
+            driver = open_driver()
+            assert dict(driver.status())["Quota"] == "xfs project quota"
+            driver.create_rw("c1", None, {"size": "10M"})
+            _assert_limited(driver, "c1")
+    finally:
+        unmount(mount_point)
