@@ -277,7 +277,13 @@ class BridgeDriver:
             ipr.link("set", index=lo, state="up")
             if network.internal:
                 return JoinInfo(ifname=ifname, gateway=None)
-            ipr.route("add", dst="0.0.0.0/0", gateway=str(network.gateway), oif=index)
+            try:
+                ipr.route("add", dst="0.0.0.0/0", gateway=str(network.gateway), oif=index)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+                # As Docker: the first network that gives a sandbox a default route keeps it.
+                return JoinInfo(ifname=ifname, gateway=None)
         return JoinInfo(ifname=ifname, gateway=network.gateway, routes=(IPv4Network("0.0.0.0/0"),))
 
     @hookimpl
