@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from drivebay import archive
 from drivebay.errors import DigestMismatch, LayerNotFound
 from drivebay.facades.graph import GraphDriver, _pid_alive
-from drivebay.layers.crashpoints import crash_point
+from drivebay.layers.crashpoints import crash_during_read, crash_point
 from drivebay.layers.schema import SCHEMA
 from drivebay.state import StateDB
 
@@ -306,7 +306,9 @@ class LayerStore:
             parent_cache = str(parent_row["cache_id"])
         crash_point("layer:applying")
         with open(tar.path, "rb") as stream:
-            size = self.graph.create_from_tar(claim.cache_id, parent_cache, stream)
+            size = self.graph.create_from_tar(
+                claim.cache_id, parent_cache, crash_during_read(stream, "layer:mid-apply")
+            )
         crash_point("layer:applied")
         final = self.tar_path(claim.chain_id)
         with self.state.transaction() as db:

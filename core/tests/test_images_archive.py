@@ -1,0 +1,184 @@
+"""Image load and save: docker-save and OCI archives, real Docker fixtures and generated ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from layer_fixtures import (
+    BASE_LAYER,
+    BASIC_DIFF_IDS,
+    BASIC_IMAGE_ID,
+    BASIC_TAG,
+    WHITEOUT_LAYER,
+    ImageSpec,
+    archive_members,
+    fixture,
+    layer_tar,
+    needs_root,
+    opened_stores,
+    rewrite_archive,
+    sha256,
+    store_snapshot,
+    write_docker_archive,
+    write_oci_archive,
+)
+
+from drivebay.errors import DigestMismatch, InvalidArchive
+from drivebay.layers.progress import LoadProgress
+from drivebay.layers.store import chain_ids
+from drivebay.layers.transfer import load_archive, save_images
+
+pytestmark = needs_root
+
+
+def _fixture_layer_tars(path: Path) -> list[bytes]:
+    members = archive_members(path)
+    manifest = json.loads(members["manifest.json"])
+    return [members[name] for name in manifest[0]["Layers"]]
+
+
+def test_docker_fixture_loads_with_the_readme_diff_ids(tmp_path: Path) -> None:
+    with opened_stores(tmp_path / "root") as stores:
+        loaded = load_archive(fixture("basic-docker.tar"), stores.images, LoadProgress())
+        assert [item.tags for item in loaded] == [(BASIC_TAG,)]
+        image = stores.images.resolve(BASIC_TAG)
+        assert image.id == BASIC_IMAGE_ID
+        assert image.diff_ids == BASIC_DIFF_IDS
+        assert [layer.diff_id for layer in stores.images.layer_chain(image)] == BASIC_DIFF_IDS
+        assert [layer.chain_id for layer in stores.images.layer_chain(image)] == chain_ids(BASIC_DIFF_IDS)
+        history = stores.images.history(image)
+        assert [entry.comment for entry in history][-1] == "Imported from -"
+        assert history[0].image_id == BASIC_IMAGE_ID and history[0].created_by.startswith("sh -c")
+        assert all(entry.size > 0 for entry in history)
+
+
+def test_oci_fixture_loads_with_the_same_diff_ids(tmp_path: Path) -> None:
+    with opened_stores(tmp_path / "root") as stores:
+        loaded = load_archive(fixture("basic-oci.tar"), stores.images, LoadProgress())
+        assert [item.tags for item in loaded] == [(BASIC_TAG,)]
+        assert stores.images.resolve(BASIC_TAG).diff_ids == BASIC_DIFF_IDS
+        layer_tars = [stores.layers.tar_path(chain).read_bytes() for chain in chain_ids(BASIC_DIFF_IDS)]
+        assert layer_tars == _fixture_layer_tars(fixture("basic-docker.tar"))
+
+
+@pytest.mark.parametrize("fmt", ["docker", "oci"])
+def test_save_gives_the_loaded_layer_tars_back_byte_for_byte(tmp_path: Path, fmt: str) -> None:
+    original = _fixture_layer_tars(fixture("basic-docker.tar"))
+    saved = tmp_path / f"saved-{fmt}.tar"
+    with opened_stores(tmp_path / "root") as stores:
+        load_archive(fixture("basic-docker.tar"), stores.images, LoadProgress())
+        save_images([BASIC_TAG], saved, fmt, stores.images)
+    members = archive_members(saved)
+    manifest = json.loads(members["manifest.json"])
+    assert manifest[0]["RepoTags"] == [BASIC_TAG]
+    assert [members[name] for name in manifest[0]["Layers"]] == original
+    assert sha256(members[manifest[0]["Config"]]) == BASIC_IMAGE_ID
+    if fmt == "oci":
+        index = json.loads(members["index.json"])
+        assert index["manifests"][0]["annotations"]["io.containerd.image.name"] == BASIC_TAG
+        oci_manifest = json.loads(members["blobs/sha256/" + index["manifests"][0]["digest"].removeprefix("sha256:")])
+        assert [layer["digest"] for layer in oci_manifest["layers"]] == BASIC_DIFF_IDS
+    with opened_stores(tmp_path / "fresh") as stores:
+        loaded = load_archive(saved, stores.images, LoadProgress())
+        assert loaded[0].image.id == BASIC_IMAGE_ID
+        assert loaded[0].image.diff_ids == BASIC_DIFF_IDS
+
+
+def test_loading_again_writes_nothing(tmp_path: Path) -> None:
+    with opened_stores(tmp_path / "root") as stores:
+        load_archive(fixture("basic-docker.tar"), stores.images, LoadProgress())
+        before = {layer.chain_id: (layer.cache_id, layer.created) for layer in stores.layers.layers()}
+        tar_mtimes = {c: stores.layers.tar_path(c).stat().st_mtime_ns for c in before}
+        load_archive(fixture("basic-oci.tar"), stores.images, LoadProgress())
+        load_archive(fixture("basic-docker.tar"), stores.images, LoadProgress())
+        after = {layer.chain_id: (layer.cache_id, layer.created) for layer in stores.layers.layers()}
+        assert after == before
+        assert {c: stores.layers.tar_path(c).stat().st_mtime_ns for c in after} == tar_mtimes
+        assert len(stores.layers.graph.layers()) == 3
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_generated_oci_archive_round_trips(tmp_path: Path, compression: str) -> None:
+    spec = ImageSpec(["example/app:1"], [layer_tar(BASE_LAYER), layer_tar(WHITEOUT_LAYER)])
+    archive = write_oci_archive(tmp_path / "app.tar", [spec], compression)
+    with opened_stores(tmp_path / "root") as stores:
+        loaded = load_archive(archive, stores.images, LoadProgress())
+        image = loaded[0].image
+        assert image.diff_ids == [sha256(layer) for layer in spec.layers]
+        assert [stores.layers.tar_path(c).read_bytes() for c in image.chain_ids] == spec.layers
+        with stores.layers.graph.mounted(stores.images.layer_chain(image)[-1].cache_id) as view:
+            assert not (view / "etc" / "motd").exists()
+            assert (view / "etc" / "passwd").read_bytes().startswith(b"root")
+            assert sorted(p.name for p in (view / "opt" / "app").iterdir()) == ["new.txt"]
+            assert not (view / "usr" / "share" / "doc").exists()
+            assert (view / "opt" / "setuid").stat().st_mode & 0o7777 == 0o4755
+            assert (view / "opt" / "hard").stat().st_ino == (view / "opt" / "setuid").stat().st_ino
+            assert (view / "var" / "data").stat().st_uid == 1000
+
+
+def test_archive_with_two_images_shares_their_base_layer(tmp_path: Path) -> None:
+    base = layer_tar(BASE_LAYER)
+    specs = [ImageSpec(["example/a:1"], [base]), ImageSpec(["example/b:1"], [base, layer_tar(WHITEOUT_LAYER)])]
+    with opened_stores(tmp_path / "root") as stores:
+        loaded = load_archive(write_docker_archive(tmp_path / "two.tar", specs), stores.images, LoadProgress())
+        assert [item.tags for item in loaded] == [("example/a:1",), ("example/b:1",)]
+        assert len(stores.layers.layers()) == 2
+        stores.images.remove("example/b:1")
+        assert [layer.diff_id for layer in stores.layers.layers()] == [sha256(base)]
+        stores.images.remove("example/a:1")
+        assert store_snapshot(tmp_path / "root", stores) == {
+            "layers": [],
+            "images": [],
+            "containers": [],
+            "graph": [],
+            "layerdb": [],
+            "tmp": [],
+        }
+
+
+def _corrupt_layer_archive(path: Path) -> Path:
+    """A docker-save archive whose second layer does not hash to the config's diff ID."""
+    good = [layer_tar(BASE_LAYER), layer_tar(WHITEOUT_LAYER)]
+    write_docker_archive(path, [ImageSpec(["example/bad:1"], good)])
+    members = archive_members(path)
+    manifest = json.loads(members["manifest.json"])
+    members[manifest[0]["Layers"][1]] = layer_tar([*WHITEOUT_LAYER[:-1]])
+    return rewrite_archive(path, members)
+
+
+def test_diff_id_mismatch_names_the_layer_and_registers_nothing(tmp_path: Path) -> None:
+    archive = _corrupt_layer_archive(tmp_path / "bad.tar")
+    root = tmp_path / "root"
+    with opened_stores(root) as stores:
+        with pytest.raises(DigestMismatch, match=r"layer 2 .*layer\.tar.*diff ID"):
+            load_archive(archive, stores.images, LoadProgress())
+        assert store_snapshot(root, stores) == {
+            "layers": [],
+            "images": [],
+            "containers": [],
+            "graph": [],
+            "layerdb": [],
+            "tmp": [],
+        }
+
+
+def test_oci_blob_digest_mismatch_is_refused(tmp_path: Path) -> None:
+    spec = ImageSpec(["example/app:1"], [layer_tar(BASE_LAYER)])
+    path = write_oci_archive(tmp_path / "oci.tar", [spec], "gzip")
+    members = archive_members(path)
+    blob_name = next(n for n, d in members.items() if d[:2] == b"\x1f\x8b")
+    members[blob_name] = members[blob_name][:-8] + b"\0" * 8
+    rewrite_archive(path, members)
+    with opened_stores(tmp_path / "root") as stores:
+        with pytest.raises((DigestMismatch, InvalidArchive)):
+            load_archive(path, stores.images, LoadProgress())
+        assert stores.images.images() == [] and stores.layers.layers() == []
+
+
+def test_not_an_image_archive_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rootfs.tar"
+    path.write_bytes(layer_tar(BASE_LAYER))
+    with opened_stores(tmp_path / "root") as stores, pytest.raises(InvalidArchive, match="neither"):
+        load_archive(path, stores.images, LoadProgress())
