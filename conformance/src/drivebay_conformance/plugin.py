@@ -1,0 +1,140 @@
+"""The pytest plugin (entry point ``pytest11: drivebay_conformance``): options, driver parametrization, fixtures.
+
+Loaded in every pytest run of an environment where the package is installed,
+so it only acts on the suite's own cases (functions defined in
+``drivebay_conformance.suite``, wherever they were imported into):
+
+- ``--driver NAME`` (repeatable; ini ``drivebay_drivers``) narrows the graph
+  drivers; default: every installed one.
+- ``--run-slow`` runs the cases marked ``slow`` (the 1 GiB file, 500-deep chains).
+- Fixtures: ``graph_driver_name`` (one installed driver per case),
+  ``driver_case`` (that driver opened on a fresh root, see
+  :mod:`drivebay_conformance.harness`), ``graph`` (its facade),
+  ``driver_case_on`` (a function opening it on a loop filesystem of a given type),
+  ``graph_driver_pair``/``driver_pair`` (two different drivers, for cross-driver cases).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from drivebay.facades.graph import GraphDriver
+from drivebay.loader import installed_drivers
+from drivebay_conformance.harness import GRAPH, DriverCase, open_driver_case
+
+SUITE_PACKAGE = "drivebay_conformance.suite"
+SLOW_REASON = "slow case: run with --run-slow"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("drivebay-conformance", "drivebay graph driver conformance suite")
+    group.addoption(
+        "--driver",
+        action="append",
+        default=[],
+        metavar="NAME",
+        dest="drivebay_drivers",
+        help="run the conformance suite against this installed graph driver only (repeatable)",
+    )
+    group.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        dest="drivebay_run_slow",
+        help="also run conformance cases marked slow (1 GiB file, 500-deep layer chains)",
+    )
+    parser.addini("drivebay_drivers", type="args", help="default graph drivers for the conformance suite")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a conformance case that takes minutes; runs only with --run-slow")
+
+
+def is_suite_case(item: pytest.Item) -> bool:
+    function = getattr(item, "function", None)
+    return bool(function is not None and function.__module__.startswith(SUITE_PACKAGE))
+
+
+def selected_drivers(config: pytest.Config) -> list[str]:
+    """The drivers to run: ``--driver`` names, else the ini list, else every installed graph driver."""
+    installed = [d.name for d in installed_drivers(GRAPH)]
+    wanted: list[str] = config.getoption("drivebay_drivers") or list(config.getini("drivebay_drivers"))
+    unknown = [name for name in wanted if name not in installed]
+    if unknown:
+        raise pytest.UsageError(
+            f"--driver {', '.join(unknown)}: no such graph driver is installed "
+            f"(installed: {', '.join(installed) or 'none'}); pip install the driver's distribution"
+        )
+    return list(dict.fromkeys(wanted)) or installed
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "graph_driver_name" in metafunc.fixturenames:
+        names = selected_drivers(metafunc.config)
+        params = names or [pytest.param(None, marks=pytest.mark.skip(reason="no graph driver is installed"))]
+        metafunc.parametrize("graph_driver_name", params, ids=lambda n: str(n))
+    if "graph_driver_pair" in metafunc.fixturenames:
+        metafunc.parametrize("graph_driver_pair", driver_pairs(metafunc.config), ids=pair_id)
+
+
+def pair_id(pair: object) -> str:
+    return "->".join(pair) if isinstance(pair, tuple) else str(pair)
+
+
+def driver_pairs(config: pytest.Config) -> list[object]:
+    """Every ordered pair of different installed drivers with at least one selected."""
+    selected = selected_drivers(config)
+    installed = [d.name for d in installed_drivers(GRAPH)]
+    pairs: list[object] = [(a, b) for a, b in itertools.permutations(installed, 2) if a in selected or b in selected]
+    if pairs:
+        return pairs
+    only = ", ".join(installed) or "none"
+    return [pytest.param(None, marks=pytest.mark.skip(reason=f"needs two graph drivers; installed: {only}"))]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("drivebay_run_slow"):
+        return
+    for item in items:
+        if is_suite_case(item) and item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.skip(reason=SLOW_REASON))
+
+
+@pytest.fixture
+def run_slow(request: pytest.FixtureRequest) -> bool:
+    """Whether ``--run-slow`` was given, for cases that turn slow only for some drivers."""
+    return bool(request.config.getoption("drivebay_run_slow"))
+
+
+@pytest.fixture
+def driver_case(graph_driver_name: str, tmp_path: Path) -> Iterator[DriverCase]:
+    with open_driver_case(graph_driver_name, tmp_path) as case:
+        yield case
+
+
+@pytest.fixture
+def driver_case_on(graph_driver_name: str, tmp_path: Path) -> Iterator[Callable[[str], DriverCase]]:
+    """Open the driver on a fresh loop-mounted filesystem of the type given (as the quota cases need)."""
+    with ExitStack() as stack:
+
+        def opener(fstype: str) -> DriverCase:
+            return stack.enter_context(open_driver_case(graph_driver_name, tmp_path / fstype, fstype=fstype))
+
+        yield opener
+
+
+@pytest.fixture
+def graph(driver_case: DriverCase) -> GraphDriver:
+    return driver_case.graph
+
+
+@pytest.fixture
+def driver_pair(graph_driver_pair: tuple[str, str], tmp_path: Path) -> Iterator[tuple[DriverCase, DriverCase]]:
+    first, second = graph_driver_pair
+    with open_driver_case(first, tmp_path / "a") as a, open_driver_case(second, tmp_path / "b") as b:
+        yield a, b
