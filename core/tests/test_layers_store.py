@@ -25,7 +25,7 @@ from drivebay.layers.initlayer import INIT_PATHS, populate_init_layer
 from drivebay.layers.store import TempTar, chain_id, chain_ids, digest_hex
 from drivebay.layers.transfer import import_rootfs
 
-EMPTY = {"layers": [], "images": [], "containers": [], "graph": [], "layerdb": [], "tmp": []}
+EMPTY: dict[str, list[str]] = {"layers": [], "images": [], "containers": [], "graph": [], "layerdb": [], "tmp": []}
 
 
 def test_chain_ids_follow_docker_and_oci() -> None:

@@ -117,12 +117,12 @@ class TempTar:
 
 
 class _HashingReader(io.RawIOBase):
-    """Reads through to ``raw`` and hashes what passes, to check a blob's digest."""
+    """Reads through to ``raw``, counting what passes and hashing it if asked (to check a blob's digest)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, hashing: bool) -> None:
         super().__init__()
         self.raw = raw
-        self.sha = hashlib.sha256()
+        self.sha = hashlib.sha256() if hashing else None
         self.count = 0
 
     def readable(self) -> bool:
@@ -132,7 +132,8 @@ class _HashingReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         data = self.raw.read(len(view))
         view[: len(data)] = data
-        self.sha.update(data)
+        if self.sha is not None:
+            self.sha.update(data)
         self.count += len(data)
         return len(data)
 
@@ -221,7 +222,7 @@ class LayerStore:
         and leaves no file behind. ``progress`` gets the count of raw bytes read.
         """
         path = self.temp_path()
-        hashing = _HashingReader(raw)
+        hashing = _HashingReader(raw, hashing=expected_blob is not None)
         sha = hashlib.sha256()
         size = 0
         try:
@@ -235,7 +236,7 @@ class LayerStore:
                     if progress is not None:
                         progress(hashing.count - seen)
                         seen = hashing.count
-            if expected_blob is not None:
+            if hashing.sha is not None:
                 hashing.drain()
                 got = "sha256:" + hashing.sha.hexdigest()
                 if got != expected_blob:
