@@ -2,8 +2,8 @@
 
 The test process's main thread enters a fresh namespace for the whole test, so
 the driver's bridge, veths, sysctls and nft tables land there; the
-"containers" are further namespaces. Nothing touches the machine's own
-namespace, which the fixtures check before yielding. Every namespace is
+"containers" are further namespaces. Nothing touches the namespace pytest
+started in, which the fixture checks before yielding. Every namespace is
 deleted in teardown, failures included.
 """
 
@@ -13,94 +13,14 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from drivebay.facades.network import NetworkDriver
-from drivebay.loader import KINDS, load_driver
-from drivebay.state import StateDB
+from bridge_testkit import NETNS_DIR, Namespaces, inode, ip, open_driver
 from drivebay_netdriver_bridge.namespaces import entered
 
-NETNS_DIR = Path("/run/netns")
-
-ECHO_SERVER = textwrap.dedent(
-    """
-    import socket, sys
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", int(sys.argv[1])))
-    srv.listen(8)
-    print("ready", flush=True)
-    while True:
-        conn, peer = srv.accept()
-        with conn:
-            data = conn.recv(4096)
-            conn.sendall(data + b" from " + peer[0].encode())
-    """
-)
-
-ECHO_CLIENT = textwrap.dedent(
-    """
-    import socket, sys
-    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as s:
-        s.sendall(b"hello")
-        print(s.recv(4096).decode())
-    """
-)
-
-
-def _inode(path: str) -> int:
-    return os.stat(path).st_ino
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-@dataclass
-class Namespaces:
-    """The test's namespaces: one host (entered by the test thread) and any number of containers."""
-
-    host: Path
-    created: list[Path] = field(default_factory=list)
-
-    def container(self, prefix: str = "c") -> Path:
-        name = f"dbt-{prefix}-{secrets.token_hex(4)}"
-        _ip("netns", "add", name)
-        path = NETNS_DIR / name
-        self.created.append(path)
-        return path
-
-    def delete(self, path: Path) -> None:
-        _ip("netns", "del", path.name)
-        self.created.remove(path)
-
-    @staticmethod
-    def run(netns: Path, *cmd: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["ip", "netns", "exec", netns.name, *cmd], capture_output=True, text=True, timeout=timeout, check=False
-        )
-
-    def ping(self, netns: Path, address: object) -> bool:
-        return self.run(netns, "ping", "-c1", "-W1", str(address)).returncode == 0
-
-    def echo_server(self, netns: Path, port: int) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns.name, sys.executable, "-c", ECHO_SERVER, str(port)],
-            stdout=subprocess.PIPE, text=True,
-        )
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        return proc
-
-    def echo(self, netns: Path, address: object, port: int) -> str | None:
-        """Send "hello" over TCP; returns the reply ("hello from PEER") or ``None`` when unreachable."""
-        proc = self.run(netns, sys.executable, "-c", ECHO_CLIENT, str(address), str(port))
-        return proc.stdout.strip() if proc.returncode == 0 else None
+from drivebay.facades.network import NetworkDriver
 
 
 @pytest.fixture
@@ -110,22 +30,17 @@ def netns() -> Iterator[Namespaces]:
     if shutil.which("ip") is None or shutil.which("nft") is None:
         pytest.skip("needs iproute2 and nftables")
     host_name = f"dbt-h-{secrets.token_hex(4)}"
-    _ip("netns", "add", host_name)
+    ip("netns", "add", host_name)
     spaces = Namespaces(NETNS_DIR / host_name)
-    started_in = _inode("/proc/thread-self/ns/net")
+    started_in = inode("/proc/thread-self/ns/net")
     try:
         with entered(spaces.host):
-            assert _inode("/proc/thread-self/ns/net") != started_in, "still in the namespace pytest started in"
-            _ip("link", "set", "lo", "up")
+            assert inode("/proc/thread-self/ns/net") != started_in, "still in the namespace pytest started in"
+            ip("link", "set", "lo", "up")
             yield spaces
     finally:
         for path in [*spaces.created, spaces.host]:
             subprocess.run(["ip", "netns", "del", path.name], capture_output=True, check=False)
-
-
-def open_driver(root: Path) -> NetworkDriver:
-    """A fresh bridge driver over ``root``, as a new drivebay process would open it."""
-    return NetworkDriver(load_driver(KINDS["network"], "bridge"), root / "bridge", StateDB.for_root(root))
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ concurrent invocations, because libcni runs plugins in parallel.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import ipaddress
 import json
@@ -25,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from drivebay.config import load_config
+from drivebay.config import load_config_from
 from drivebay.errors import DrivebayError, NetworkNotFound
 from drivebay.facades.network import NetworkDriver, open_network_driver
 from drivebay.hookspecs.network import Endpoint, Network, PortMapping
@@ -78,7 +77,8 @@ def _read_config(raw: str) -> dict[str, Any]:
     version = str(conf.get("cniVersion", ""))
     if version not in SUPPORTED_VERSIONS:
         raise CniError(
-            INCOMPATIBLE_VERSION, f"cniVersion {version!r} is not supported",
+            INCOMPATIBLE_VERSION,
+            f"cniVersion {version!r} is not supported",
             f"supported: {', '.join(SUPPORTED_VERSIONS)}",
         )
     return conf
@@ -114,8 +114,12 @@ def _ports(conf: Mapping[str, Any]) -> list[PortMapping]:
     mappings = (conf.get("runtimeConfig") or {}).get("portMappings") or []
     try:
         return [
-            PortMapping(int(m["hostPort"]), int(m["containerPort"]), str(m.get("protocol", "tcp")).lower(),
-                        ipaddress.IPv4Address(m["hostIP"]) if m.get("hostIP") else None)
+            PortMapping(
+                int(m["hostPort"]),
+                int(m["containerPort"]),
+                str(m.get("protocol", "tcp")).lower(),
+                ipaddress.IPv4Address(m["hostIP"]) if m.get("hostIP") else None,
+            )
             for m in mappings
         ]
     except (KeyError, ValueError) as exc:
@@ -179,7 +183,8 @@ def cmd_check(driver: NetworkDriver, conf: Mapping[str, Any]) -> None:
         addresses = {f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in found}
     if str(endpoint.address) not in addresses:
         raise CniError(
-            DRIVEBAY_ERROR, f"interface {endpoint.ifname} in {netns} lacks address {endpoint.address}",
+            DRIVEBAY_ERROR,
+            f"interface {endpoint.ifname} in {netns} lacks address {endpoint.address}",
             f"found: {', '.join(sorted(addresses)) or 'none'}",
         )
 
@@ -211,9 +216,11 @@ def run(command: str, raw_config: str) -> dict[str, Any] | None:
         return {"cniVersion": SPEC_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)}
     handlers = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "GC": cmd_gc}
     if command not in (*handlers, "STATUS"):
-        raise CniError(INVALID_ENVIRONMENT, f"CNI_COMMAND {command!r} is unknown", "use ADD, DEL, CHECK, STATUS, GC or VERSION")
+        raise CniError(
+            INVALID_ENVIRONMENT, f"CNI_COMMAND {command!r} is unknown", "use ADD, DEL, CHECK, STATUS, GC or VERSION"
+        )
     conf = _read_config(raw_config)
-    config = load_config(argparse.Namespace(config=None, root=None, storage_driver=None, storage_opt=[], debug=False))
+    config = load_config_from(None)
     state = StateDB.for_root(config.root)
     try:
         with _locked(_root_lock(config.root)):

@@ -214,9 +214,7 @@ class BridgeDriver:
         internal = _flag(network.options, OPT_INTERNAL, False)
         host_binding(network)
         if _index(self.ipr, bridge) is not None:
-            raise NetworkExists(
-                f"interface '{bridge}' already exists on this host; choose another {OPT_BRIDGE_NAME}"
-            )
+            raise NetworkExists(f"interface '{bridge}' already exists on this host; choose another {OPT_BRIDGE_NAME}")
         self.ipr.link("add", ifname=bridge, kind="bridge", mtu=mtu)
         index = _index(self.ipr, bridge)
         self.ipr.addr("add", index=index, address=str(network.gateway), prefixlen=network.subnet.prefixlen)
@@ -342,4 +340,3 @@ class BridgeDriver:
         removed.extend(f"nft rule {r.family} {r.chain} '{r.tag}'" for r in self.firewall.remove(stale, stale_bridges))
         removed.extend(f"nft bridges element {b}" for b in sorted(stale_bridges))
         return removed
-

@@ -126,7 +126,9 @@ def network_rules(
             f'add rule ip {TABLE} forward oifname "{bridge}" iifname != "{bridge}" drop {tag}',
         ]
     else:
-        lines.append(f'add rule ip {TABLE} forward iifname "{bridge}" oifname != "{bridge}" oifname @bridges drop {tag}')
+        lines.append(
+            f'add rule ip {TABLE} forward iifname "{bridge}" oifname != "{bridge}" oifname @bridges drop {tag}'
+        )
         if masquerade:
             lines.append(f'add rule ip {TABLE} postrouting ip saddr {subnet} oifname != "{bridge}" masquerade {tag}')
     if not icc:

@@ -75,12 +75,8 @@ class Ipam:
             if gateway is None:
                 gateway = subnet.network_address + 1
             elif gateway not in subnet or gateway in (subnet.network_address, subnet.broadcast_address):
-                raise InvalidConfig(
-                    f"gateway {gateway} is not a host address of subnet {subnet}; choose one inside it"
-                )
-            db.execute(
-                "INSERT INTO bridge_ipam_pools VALUES (?, ?, ?, NULL)", (network_id, str(subnet), str(gateway))
-            )
+                raise InvalidConfig(f"gateway {gateway} is not a host address of subnet {subnet}; choose one inside it")
+            db.execute("INSERT INTO bridge_ipam_pools VALUES (?, ?, ?, NULL)", (network_id, str(subnet), str(gateway)))
         return IpamPool(subnet, gateway)
 
     @staticmethod
@@ -121,12 +117,8 @@ class Ipam:
             else:
                 last = rows[0]["last_address"]
                 address = self._next_free(subnet, reserved | taken, IPv4Address(last) if last else gateway)
-            db.execute(
-                "INSERT INTO bridge_ipam_addresses VALUES (?, ?, ?)", (network_id, str(address), endpoint_id)
-            )
-            db.execute(
-                "UPDATE bridge_ipam_pools SET last_address=? WHERE network_id=?", (str(address), network_id)
-            )
+            db.execute("INSERT INTO bridge_ipam_addresses VALUES (?, ?, ?)", (network_id, str(address), endpoint_id))
+            db.execute("UPDATE bridge_ipam_pools SET last_address=? WHERE network_id=?", (str(address), network_id))
         return IPv4Interface(f"{address}/{subnet.prefixlen}")
 
     @staticmethod
