@@ -20,13 +20,18 @@ import itertools
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from drivebay.facades.graph import GraphDriver
-from drivebay.loader import installed_drivers
-from drivebay_conformance.harness import GRAPH, DriverCase, open_driver_case
+from drivebay.loader import KINDS, installed_drivers
 
+if TYPE_CHECKING:
+    from drivebay.facades.graph import GraphDriver
+    from drivebay_conformance.harness import DriverCase
+
+# This module is imported in every pytest run of the environment: it imports the suite's harness (and so
+# drivebay's facades and archive code) only in the fixtures that need it.
 SUITE_PACKAGE = "drivebay_conformance.suite"
 SLOW_REASON = "slow case: run with --run-slow"
 
@@ -53,6 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a conformance case that takes minutes; runs only with --run-slow")
+    if config.getoption("drivebay_drivers"):
+        selected_drivers(config)  # an unknown --driver is a usage error before anything is collected
 
 
 def is_suite_case(item: pytest.Item) -> bool:
@@ -62,7 +69,7 @@ def is_suite_case(item: pytest.Item) -> bool:
 
 def selected_drivers(config: pytest.Config) -> list[str]:
     """The drivers to run: ``--driver`` names, else the ini list, else every installed graph driver."""
-    installed = [d.name for d in installed_drivers(GRAPH)]
+    installed = [d.name for d in installed_drivers(KINDS["graph"])]
     wanted: list[str] = config.getoption("drivebay_drivers") or list(config.getini("drivebay_drivers"))
     unknown = [name for name in wanted if name not in installed]
     if unknown:
@@ -76,7 +83,9 @@ def selected_drivers(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "graph_driver_name" in metafunc.fixturenames:
         names = selected_drivers(metafunc.config)
-        params = names or [pytest.param(None, marks=pytest.mark.skip(reason="no graph driver is installed"))]
+        params: list[object] = list(names) or [
+            pytest.param(None, marks=pytest.mark.skip(reason="no graph driver is installed"))
+        ]
         metafunc.parametrize("graph_driver_name", params, ids=lambda n: str(n))
     if "graph_driver_pair" in metafunc.fixturenames:
         metafunc.parametrize("graph_driver_pair", driver_pairs(metafunc.config), ids=pair_id)
@@ -89,7 +98,7 @@ def pair_id(pair: object) -> str:
 def driver_pairs(config: pytest.Config) -> list[object]:
     """Every ordered pair of different installed drivers with at least one selected."""
     selected = selected_drivers(config)
-    installed = [d.name for d in installed_drivers(GRAPH)]
+    installed = [d.name for d in installed_drivers(KINDS["graph"])]
     pairs: list[object] = [(a, b) for a, b in itertools.permutations(installed, 2) if a in selected or b in selected]
     if pairs:
         return pairs
@@ -113,6 +122,8 @@ def run_slow(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture
 def driver_case(graph_driver_name: str, tmp_path: Path) -> Iterator[DriverCase]:
+    from drivebay_conformance.harness import open_driver_case
+
     with open_driver_case(graph_driver_name, tmp_path) as case:
         yield case
 
@@ -120,6 +131,8 @@ def driver_case(graph_driver_name: str, tmp_path: Path) -> Iterator[DriverCase]:
 @pytest.fixture
 def driver_case_on(graph_driver_name: str, tmp_path: Path) -> Iterator[Callable[[str], DriverCase]]:
     """Open the driver on a fresh loop-mounted filesystem of the type given (as the quota cases need)."""
+    from drivebay_conformance.harness import open_driver_case
+
     with ExitStack() as stack:
 
         def opener(fstype: str) -> DriverCase:
@@ -135,6 +148,8 @@ def graph(driver_case: DriverCase) -> GraphDriver:
 
 @pytest.fixture
 def driver_pair(graph_driver_pair: tuple[str, str], tmp_path: Path) -> Iterator[tuple[DriverCase, DriverCase]]:
+    from drivebay_conformance.harness import open_driver_case
+
     first, second = graph_driver_pair
     with open_driver_case(first, tmp_path / "a") as a, open_driver_case(second, tmp_path / "b") as b:
         yield a, b

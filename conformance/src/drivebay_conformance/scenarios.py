@@ -23,7 +23,7 @@ class Edit:
     """Something a user does in a container layer, and what every driver must then report."""
 
     name: str
-    edit: Callable[[Path], None]
+    edit: Callable[[Path], object]
     shows: Callable[[Path], bool]
     expect: tuple[str, ...]
     """``docker diff`` lines that ``changes`` must hold."""
@@ -178,7 +178,7 @@ class Kind:
 
     name: str
     path: str
-    make: Callable[[Path], None]
+    make: Callable[[Path], object]
     capability: str | None = None
 
 

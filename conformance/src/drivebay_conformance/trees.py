@@ -127,12 +127,12 @@ def _tarinfo(node: Node) -> tarfile.TarInfo:
     info.mode = node.mode
     info.uid, info.gid = node.uid, node.gid
     info.mtime = node.mtime // 1_000_000_000
+    headers = {f"SCHILY.xattr.{name}": value.decode("utf-8", "surrogateescape") for name, value in node.xattrs.items()}
     if node.mtime % 1_000_000_000:
         # tarfile keeps a PAX value it is given; a float would lose the nanoseconds.
         seconds, nanos = divmod(node.mtime, 1_000_000_000)
-        info.pax_headers["mtime"] = f"{seconds}.{nanos:09d}"
-    for name, value in node.xattrs.items():
-        info.pax_headers[f"SCHILY.xattr.{name}"] = value.decode("utf-8", "surrogateescape")
+        headers["mtime"] = f"{seconds}.{nanos:09d}"
+    info.pax_headers = headers
     info.type = {
         "file": tarfile.REGTYPE,
         "dir": tarfile.DIRTYPE,
