@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +137,49 @@ def test_load_of_a_corrupt_oci_archive_fails_and_registers_nothing(tmp_path: Pat
     result = run_cli(root, "vfs", "image", "load", "-i", archive, check=False)
     assert result.returncode == 1 and "config" in result.stderr
     assert json.loads(run_cli(root, "vfs", "image", "ls", "--json").stdout) == []
+
+
+def _load_on_a_terminal(root: Path, archive: Path, *extra: str) -> tuple[int, str, bytes]:
+    """Run ``image load`` with stderr on a pseudo-terminal; return exit code, stdout and what the terminal got."""
+    primary, secondary = pty.openpty()
+    command = [
+        sys.executable,
+        "-m",
+        "drivebay.cli.main",
+        "--root",
+        str(root),
+        "-s",
+        "vfs",
+        "image",
+        "load",
+        "-i",
+        str(archive),
+        *extra,
+    ]
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=secondary, text=True)
+        os.close(secondary)
+        stdout, _ = process.communicate(timeout=120)
+        seen = b""
+        while select.select([primary], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+        return process.returncode, stdout, seen
+    finally:
+        os.close(primary)
+
+
+def test_progress_bar_only_on_a_terminal_and_not_with_quiet(tmp_path: Path) -> None:
+    spec = ImageSpec(["example/app:1"], [layer_tar(BASE_LAYER), layer_tar(WHITEOUT_LAYER)])
+    archive = write_oci_archive(tmp_path / "app.tar", [spec], "gzip")
+    code, stdout, terminal = _load_on_a_terminal(tmp_path / "root", archive)
+    assert code == 0 and stdout == "Loaded image: example/app:1\n"
+    assert b"Loading example/app:1" in terminal
+    code, stdout, terminal = _load_on_a_terminal(tmp_path / "quiet", archive, "--quiet")
+    assert code == 0 and stdout == "Loaded image: example/app:1\n"
+    assert terminal == b""

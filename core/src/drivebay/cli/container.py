@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from drivebay.cli.context import CliContext
-from drivebay.cli.image import ago, print_table, stores
+from drivebay.cli.image import ago, stores
+from drivebay.cli.output import print_table
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

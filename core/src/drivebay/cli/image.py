@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import time
 from calendar import timegm
-from collections.abc import Sequence
 from pathlib import Path
 
 from drivebay.cli.context import CliContext
+from drivebay.cli.output import human_size, print_table
 from drivebay.layers import Stores, open_stores
 from drivebay.layers.progress import load_progress
 from drivebay.layers.transfer import FORMATS, import_rootfs, load_archive, save_images
@@ -17,16 +17,6 @@ from drivebay.layers.transfer import FORMATS, import_rootfs, load_archive, save_
 def stores(ctx: CliContext) -> Stores:
     """The stores of the configured root and graph driver (opening them finishes crashed work)."""
     return open_stores(ctx.root, ctx.state, ctx.graph())
-
-
-def human_size(size: int) -> str:
-    """Docker's sizes: decimal units, three significant digits (``1.24MB``)."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.3g}{unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 def parse_created(created: str) -> float | None:
@@ -55,13 +45,6 @@ def ago(timestamp: float | None) -> str:
             count = int(seconds // length)
             return f"{count} {unit}{'s' if count > 1 else ''} ago"
     return "Less than a second ago"
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Docker-style columns: left-aligned, three spaces apart."""
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    for line in [headers, *rows]:
-        print("   ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
 
 
 def _truncate(text: str, width: int) -> str:
