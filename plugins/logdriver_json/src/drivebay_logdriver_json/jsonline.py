@@ -21,18 +21,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 _GO_REPLACE = "drivebay-go-utf8"
+_INVALID = "\udcff"
+"""Stands for one invalid byte until escaping; a lone surrogate never comes out of a UTF-8 decode."""
 
 
-def _replace_each_byte(error: UnicodeError) -> tuple[str, int]:
-    # Go's utf8.DecodeRune consumes one byte per invalid sequence, so each byte gets its own U+FFFD.
+def _mark_each_byte(error: UnicodeError) -> tuple[str, int]:
+    # Go's utf8.DecodeRune consumes one byte per invalid sequence, so each byte gets its own \ufffd escape.
     assert isinstance(error, UnicodeDecodeError)
-    return "\ufffd" * (error.end - error.start), error.end
+    return _INVALID * (error.end - error.start), error.end
 
 
-codecs.register_error(_GO_REPLACE, _replace_each_byte)
+codecs.register_error(_GO_REPLACE, _mark_each_byte)
 
-_NEEDS_ESCAPE = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029]')
-_SHORT_LOG = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r"}
+_NEEDS_ESCAPE = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\udcff]')
+_SHORT_LOG = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", _INVALID: "\\ufffd"}
 _SHORT_ATTRS = {**_SHORT_LOG, "\t": "\\t"}
 
 
@@ -62,7 +64,7 @@ def encode_attrs(attrs: Mapping[str, str]) -> str:
     """Go's ``json.Marshal(map[string]string)``: sorted keys, HTML-safe escaping."""
 
     def quoted(text: str) -> str:
-        text = text.encode("utf-8", "surrogatepass").decode("utf-8", _GO_REPLACE)
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", _GO_REPLACE)
         return '"' + _NEEDS_ESCAPE.sub(_attrs_escape, text) + '"'
 
     return "{" + ",".join(f"{quoted(k)}:{quoted(attrs[k])}" for k in sorted(attrs)) + "}"

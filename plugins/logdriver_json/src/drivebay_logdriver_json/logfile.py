@@ -22,6 +22,7 @@ import os
 import re
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,9 @@ from drivebay_logdriver_json.options import JsonFileOptions, extra_attributes
 FILE_MODE = 0o640
 SPLIT_BYTES = 16 * 1024
 """Docker's copier buffer: longer lines are stored in parts of at most this many bytes."""
+
+READER_LOCK_SECONDS = 1.0
+"""How long a rotation waits for readers that are opening the log's files."""
 
 _GZIP_FEXTRA = 0x04
 
@@ -230,8 +234,37 @@ class JsonLogFile:
             error, self._compress_error = self._compress_error, None
             self.last_error = f"compressing a rotated file of {self.path}: {error}"
 
+    def _lock_out_readers(self) -> None:
+        """Take the live file's ``flock`` exclusively, so no reader is between opening files (bounded wait)."""
+        deadline = time.monotonic() + READER_LOCK_SECONDS
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return  # a stuck reader must not stall the producer; readers re-check what they opened
+                time.sleep(0.001)
+
     def _rotate(self) -> None:
         self._wait_compression()
+        self._lock_out_readers()  # released when the old live file is closed below
+        try:
+            new_fd = self._shift_files()
+        except BaseException:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            raise
+        os.close(self._fd)
+        self._fd, self.size, self._torn = new_fd, 0, False
+        if self.options.compress and self.options.max_file >= 2:
+            rotated = Path(f"{self.path}.1")
+            self._compressor = threading.Thread(
+                target=self._compress, args=(rotated, self._last_ns), name="drivebay-json-gzip", daemon=True
+            )
+            self._compressor.start()
+
+    def _shift_files(self) -> int:
+        """Move the live file to ``.1`` (shifting the others) or unlink it; returns the new live file."""
         max_file = self.options.max_file
         if max_file < 2:
             _unlink_if_present(str(self.path))
@@ -245,14 +278,7 @@ class JsonLogFile:
             os.rename(self.path, f"{base}.1")
         new_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
         os.fchmod(new_fd, FILE_MODE)
-        os.close(self._fd)
-        self._fd, self.size, self._torn = new_fd, 0, False
-        if self.options.compress and max_file >= 2:
-            rotated = Path(f"{self.path}.1")
-            self._compressor = threading.Thread(
-                target=self._compress, args=(rotated, self._last_ns), name="drivebay-json-gzip", daemon=True
-            )
-            self._compressor.start()
+        return new_fd
 
     def _compress(self, rotated: Path, last_ns: int) -> None:
         try:

@@ -1,23 +1,27 @@
 """Reading a json-file log: whole, tail, since/until and follow, across rotated and gzipped files.
 
-Files are told apart by their first line (a record with a nanosecond
-timestamp), which survives renames and compression; a reader therefore knows
-which rotated files it has read, however many rotations happened while it was
-not looking. Names are listed, opened, then listed again: a listing that
-changed in between (a rotation) is retried, so every open file descriptor is
-known to be the file its name said.
+A reader opens the live file and every rotated file while holding a shared
+``flock`` on the live file; the writer takes it exclusively to rotate (as
+moby's ``fsopMu``), so the set of open files is consistent: each is known to
+be the file its name said, in order. Files are also told apart by their first
+line (a record with a nanosecond timestamp), which survives compression: a
+follower finds the file it finished among the rotated ones, however many
+rotations happened while it was reading.
 
 A line that is not a complete record (a torn write, a crash mid-line) is
 skipped; an unterminated last line of the live file is waited for when
-following and ignored otherwise.
+following and ignored otherwise. A damaged gzip file is read as far as it
+decompresses.
 """
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
 import os
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,7 +34,8 @@ from drivebay_logdriver_json.logfile import log_path, read_gzip_extra, rotated_p
 
 CHUNK = 1 << 16
 IDENTITY_BYTES = 1 << 16
-_SNAPSHOT_ATTEMPTS = 50
+_OPEN_ATTEMPTS = 1000
+_GZIP_DAMAGE = (OSError, EOFError, zlib.error)
 
 
 # -- files ------------------------------------------------------------------------
@@ -56,11 +61,22 @@ class OpenFile:
         raw.seek(0)
         return gzip.GzipFile(fileobj=raw, mode="rb")
 
+    def _gzip_chunks(self) -> Iterator[bytes]:
+        try:
+            with self._gzip_stream() as stream:
+                while chunk := stream.read(1 << 20):
+                    yield chunk
+        except _GZIP_DAMAGE:
+            return
+
     def identity(self) -> bytes:
         """The file's first complete line, or ``b""`` while it has none."""
         if self.compressed:
-            with self._gzip_stream() as stream:
-                head = stream.read(IDENTITY_BYTES)
+            try:
+                with self._gzip_stream() as stream:
+                    head = stream.read(IDENTITY_BYTES)
+            except _GZIP_DAMAGE:
+                return b""
         else:
             head = self._plain_prefix()
         newline = head.find(b"\n")
@@ -69,16 +85,14 @@ class OpenFile:
     def lines(self) -> Iterator[bytes]:
         """Every complete line, oldest first; an unterminated last line is left out."""
         if self.compressed:
-            with self._gzip_stream() as stream:
-                yield from _complete_lines(iter(lambda: stream.read(1 << 20), b""))
+            yield from _complete_lines(self._gzip_chunks())
         else:
             yield from _complete_lines(_pread_chunks(self.fd, 0))
 
     def lines_backward(self) -> Iterator[bytes]:
         """Every complete line, newest first."""
         if self.compressed:
-            with self._gzip_stream() as stream:
-                data = stream.read()
+            data = b"".join(self._gzip_chunks())
             yield from reversed(data[: data.rfind(b"\n") + 1].split(b"\n")[:-1])
         else:
             yield from lines_backward(self.fd, os.fstat(self.fd).st_size)
@@ -170,45 +184,49 @@ class LogFiles:
                 found[index] = (self.path.parent / name, compressed)
         return found
 
-    def open_live(self) -> OpenFile | None:
+    def is_live(self, item: OpenFile) -> bool:
+        """Whether ``item`` is still the file the live name points to."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            named = os.stat(self.path)
         except FileNotFoundError:
-            return None
-        return OpenFile(0, self.path, False, fd)
+            return False
+        held = os.fstat(item.fd)
+        return (named.st_ino, named.st_dev) == (held.st_ino, held.st_dev)
 
-    def open_rotated(self) -> list[OpenFile]:
-        """Every rotated file, newest first, opened from a listing that stayed the same while opening."""
-        for _ in range(_SNAPSHOT_ATTEMPTS):
-            names = self._names()
-            opened: list[OpenFile] = []
-            stable = True
-            for index in sorted(names):
-                path, compressed = names[index]
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    stable = False
-                    break
-                opened.append(OpenFile(index, path, compressed, fd))
-            if stable and self._still_named(opened):
-                return opened
-            for item in opened:
-                item.close()
-            time.sleep(0.001)
-        raise LogNotFound(f"the files of log {self.path} keep changing; is a writer rotating it very fast?")
-
-    @staticmethod
-    def _still_named(opened: list[OpenFile]) -> bool:
-        for item in opened:
+    def _open_index(self, index: int) -> OpenFile | None:
+        # While compression finishes both exist; the plain one is complete and cheaper to read.
+        for path, compressed in ((Path(f"{self.path}.{index}"), False), (Path(f"{self.path}.{index}.gz"), True)):
             try:
-                named = os.stat(item.path)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                return False
-            held = os.fstat(item.fd)
-            if (named.st_ino, named.st_dev) != (held.st_ino, held.st_dev):
-                return False
-        return True
+                continue
+            return OpenFile(index, path, compressed, fd)
+        return None
+
+    def open_all(self) -> tuple[OpenFile, list[OpenFile]] | None:
+        """The live file and every rotated file (newest first), opened while no rotation can run.
+
+        ``None`` when the log has no live file.
+        """
+        for _ in range(_OPEN_ATTEMPTS):
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if not self.path.parent.exists() or not writer_active(self.path.parent):
+                    return None
+                time.sleep(0.001)  # between the rename and the new file of a rotation
+                continue
+            live = OpenFile(0, self.path, False, fd)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if not self.is_live(live):
+                live.close()  # rotated before the lock was ours; closing drops the lock
+                continue
+            try:
+                rotated = [item for index in sorted(self._names()) if (item := self._open_index(index))]
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            return live, rotated
+        raise LogNotFound(f"the live file of log {self.path} keeps changing; is a writer rotating it very fast?")
 
 
 # -- records to entries ----------------------------------------------------------------
@@ -265,13 +283,14 @@ class LogReader:
         self.files = LogFiles(log_path(info.container_root, info.container_id))
         self.decoder = RecordDecoder()
         self.builder = EntryBuilder(config)
-        live = self.files.open_live()
-        if live is None:
+        opened = self.files.open_all()
+        if opened is None:
             raise LogNotFound(
                 f"container '{info.container_name}' has no log at {self.files.path}; "
                 "run something with 'drivebay logs capture' first"
             )
-        self.live = live
+        self.live, rotated = opened
+        self._older = list(reversed(rotated))  # oldest first
         self.live_offset = 0
         self._live_rest = b""
 
@@ -289,28 +308,6 @@ class LogReader:
             if until is not None and entry.timestamp_ns > until:
                 raise _UntilReached
             yield entry
-
-    def _older_than_live(self) -> list[OpenFile]:
-        """Rotated files older than the open live file, oldest first (it may have rotated since it was opened)."""
-        rotated = self.files.open_rotated()
-        live_identity = self.live.identity()
-        live_stat = os.fstat(self.live.fd)
-        keep: list[OpenFile] = []
-        newer: list[OpenFile] = []
-        for item in rotated:  # newest first
-            held = os.fstat(item.fd)
-            same = (held.st_ino, held.st_dev) == (live_stat.st_ino, live_stat.st_dev) or (
-                item.compressed and live_identity and item.identity() == live_identity
-            )
-            if same:
-                newer.extend(keep)
-                newer.append(item)
-                keep = []
-                continue
-            keep.append(item)
-        for item in newer:
-            item.close()
-        return list(reversed(keep))
 
     def _skip_by_since(self, item: OpenFile) -> bool:
         since = self.config.since_ns
@@ -344,9 +341,11 @@ class LogReader:
             return
         finally:
             self.live.close()
+            for item in self._older:
+                item.close()
 
     def _read(self) -> Iterator[LogEntry]:
-        older = self._older_than_live()
+        older, self._older = self._older, []
         try:
             if self.config.tail is not None:
                 yield from self._tail(older)
@@ -433,37 +432,34 @@ class LogReader:
     def _switch_to_new_live(self) -> Iterator[LogEntry]:
         """The live file was rotated: finish it, read the files rotated after it, continue with the new one."""
         yield from self._entries(self._read_live())
-        finished = self.live.identity()
-        new_live = self.files.open_live()
-        if new_live is None:
+        opened = self.files.open_all()
+        if opened is None:
             return
-        old_live = self.live
-        self.live, self.live_offset, self._live_rest = new_live, 0, b""
+        finished = self.live
+        self.live, rotated = opened
+        self.live_offset, self._live_rest = 0, b""
         try:
-            between = self._between(finished, old_live)
-        finally:
-            old_live.close()
-        try:
+            between = self._newer_than(finished, rotated)
             for item in between:
                 yield from self._entries(item.lines())
         finally:
-            for item in between:
+            finished.close()
+            for item in rotated:
                 item.close()
 
-    def _between(self, finished: bytes, finished_file: OpenFile) -> list[OpenFile]:
-        """Rotated files newer than ``finished_file`` and older than the (new) live file, oldest first."""
-        older_than_live = self._older_than_live()  # oldest first
-        held = os.fstat(finished_file.fd)
-        for position in range(len(older_than_live) - 1, -1, -1):
-            item = older_than_live[position]
+    @staticmethod
+    def _newer_than(finished: OpenFile, rotated: list[OpenFile]) -> list[OpenFile]:
+        """The rotated files (given newest first) written after ``finished``, oldest first."""
+        held = os.fstat(finished.fd)
+        identity = finished.identity()
+        for position, item in enumerate(rotated):
             stat = os.fstat(item.fd)
-            if (stat.st_ino, stat.st_dev) == (held.st_ino, held.st_dev) or item.identity() == finished:
-                newer = older_than_live[position + 1 :]
-                for done in older_than_live[: position + 1]:
-                    done.close()
-                return newer
+            if (stat.st_ino, stat.st_dev) == (held.st_ino, held.st_dev) or (
+                item.compressed and identity and item.identity() == identity
+            ):
+                return list(reversed(rotated[:position]))
         # The finished file is gone (deleted by max-file): everything still kept is newer than it.
-        return older_than_live
+        return list(reversed(rotated))
 
 
 def read_log(info: LogInfo, config: ReadConfig) -> Iterator[LogEntry]:
