@@ -18,7 +18,7 @@ import pluggy
 from stevedore import driver as stevedore_driver
 from stevedore.exception import NoMatches
 
-from drivebay.errors import DriverContractError, DriverNotFound
+from drivebay.errors import DrivebayError, DriverContractError, DriverNotFound
 from drivebay.hookspecs import PROJECT
 from drivebay.hookspecs import graph as graph_spec
 from drivebay.hookspecs import log as log_spec
@@ -137,6 +137,15 @@ def load_driver(kind: DriverKind, name: str, *, echo_timings: bool = False) -> L
         )
     except NoMatches as exc:
         raise _not_found(kind, name) from exc
+    except DrivebayError:
+        raise
+    except Exception as exc:
+        # A plugin that fails to import or to instantiate is broken, not absent: say which and where.
+        dist = next((d.distribution for d in installed_drivers(kind) if d.name == name), "its distribution")
+        raise DriverContractError(
+            f"{kind.name} driver '{name}' failed to load: {type(exc).__name__}: {exc}; "
+            f"reinstall {dist} or fix it"
+        ) from exc
     plugin = manager_ext.driver
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(kind.spec)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from drivebay.cli.output import print_json
 from drivebay.config import Config, load_config
 from drivebay.state import StateDB
 
@@ -65,8 +64,7 @@ class CliContext:
         return cache[key]
 
     def print_json(self, value: object) -> None:
-        json.dump(value, sys.stdout, indent=2, sort_keys=True, default=str)
-        sys.stdout.write("\n")
+        print_json(value)
 
     def close(self) -> None:
         if "state" in self.__dict__:

@@ -24,9 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="drivebay", description="Pluggable container storage, volume, network and log drivers."
     )
     parser.add_argument("--version", action="version", version=f"drivebay {__version__}")
-    parser.add_argument("--config", metavar="FILE", help="config file (default $DRIVEBAY_CONFIG, /etc/drivebay/config.yaml)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="config file (default $DRIVEBAY_CONFIG, else /etc/drivebay/config.yaml)"
+    )
     parser.add_argument("--root", metavar="DIR", help="where drivebay stores everything (config key 'root')")
-    parser.add_argument("-s", "--storage-driver", metavar="NAME", help="graph driver to use (config key 'storage-driver')")
+    parser.add_argument(
+        "-s", "--storage-driver", metavar="NAME", help="graph driver to use (config key 'storage-driver')"
+    )
     parser.add_argument(
         "--storage-opt", metavar="K=V", action="append", default=[], help="storage driver option (repeatable)"
     )

@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -50,6 +51,17 @@ CREATE TABLE IF NOT EXISTS graph_mount_refs (
     PRIMARY KEY (driver, id)
 )
 """
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """What core's registry knows of one ready layer; ``mounts`` is its refcount."""
+
+    id: str
+    parent: str | None
+    rw: bool
+    created: float
+    mounts: int
+
 
 OWN_PARENT = "<own parent>"
 """Sentinel for diff-like calls: compare against the layer's own parent."""
@@ -110,6 +122,25 @@ class GraphDriver:
             "SELECT id FROM graph_layers WHERE driver=? AND state='ready' ORDER BY created, id", (self.name,)
         )
         return [str(r["id"]) for r in rows]
+
+    def records(self) -> list[LayerRecord]:
+        """Every ready layer with its parent, kind and mount refcount, oldest first."""
+        rows = self.state.query(
+            "SELECT l.id, l.parent, l.rw, l.created, COALESCE(m.count, 0) AS mounts FROM graph_layers l "
+            "LEFT JOIN graph_mount_refs m ON m.driver = l.driver AND m.id = l.id "
+            "WHERE l.driver=? AND l.state='ready' ORDER BY l.created, l.id",
+            (self.name,),
+        )
+        return [
+            LayerRecord(
+                id=str(r["id"]),
+                parent=str(r["parent"]) if r["parent"] is not None else None,
+                rw=bool(r["rw"]),
+                created=float(r["created"]),
+                mounts=int(r["mounts"]),
+            )
+            for r in rows
+        ]
 
     def children(self, layer_id: str) -> list[str]:
         rows = self.state.query(
