@@ -1,0 +1,153 @@
+"""Benchmarks of the btrfs graph driver, as ratios measured in one run (root only; not part of the tests).
+
+    python bench/bench_btrfs.py tools      # ioctl vs btrfs CLI: snapshot and delete
+    python bench/bench_btrfs.py create     # child of a 50,000-file layer vs a bare `btrfs subvolume snapshot`
+    python bench/bench_btrfs.py diff       # diff after 1,000 changed files on a 50,000-file image vs naive diff
+
+Each runs on its own loop-mounted btrfs and prints the median of several runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from drivebay import archive
+from drivebay.facades.graph import GraphDriver
+from drivebay.fs import btrfs
+from drivebay.fs.loopfs import scratch_filesystem
+from drivebay.loader import KINDS, load_driver
+from drivebay.state import StateDB
+
+FILES = 50_000
+CHANGED = 1_000
+
+
+def _median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def _timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def _fill(root: Path, files: int) -> None:
+    """``files`` small files in directories of 500, like an image's /usr."""
+    for i in range(files):
+        directory = root / f"d{i // 500:03d}"
+        if i % 500 == 0:
+            directory.mkdir()
+        (directory / f"f{i:05d}").write_bytes(b"x" * (i % 300))
+
+
+def _cli(*args: str) -> None:
+    subprocess.run(["btrfs", *args], check=True, capture_output=True)
+
+
+def bench_tools(runs: int) -> None:
+    with scratch_filesystem("btrfs", size_mb=1024) as mnt:
+        source = mnt / "source"
+        btrfs.create_subvolume(source)
+        _fill(source, 2_000)
+        btrfs.sync(source)
+        names = ("ioctl snapshot", "cli snapshot", "ioctl delete", "cli delete")
+        results: dict[str, list[float]] = {name: [] for name in names}
+        for i in range(runs):
+            a, b = mnt / f"a{i}", mnt / f"b{i}"
+            results["ioctl snapshot"].append(_timed(lambda a=a: btrfs.snapshot(source, a, readonly=False)))
+            results["cli snapshot"].append(_timed(lambda b=b: _cli("subvolume", "snapshot", str(source), str(b))))
+            results["ioctl delete"].append(_timed(lambda a=a: btrfs.delete_subvolume(a)))
+            results["cli delete"].append(_timed(lambda b=b: _cli("subvolume", "delete", str(b))))
+        for name, samples in results.items():
+            print(f"{name:16s} median {_median(samples) * 1000:8.2f} ms over {runs} runs")
+
+
+def _open_driver(root: Path) -> GraphDriver:
+    loaded = load_driver(KINDS["graph"], "btrfs")
+    return GraphDriver(loaded, root / "btrfs", StateDB.for_root(root), {})
+
+
+def _image(graph: GraphDriver, files: int) -> Path:
+    """A read-only layer of ``files`` files, filled in place (as apply_diff would) and sealed."""
+    graph.create_rw("fill", None)
+    root = graph.get("fill")
+    _fill(root, files)
+    graph.put("fill")
+    graph.create("image", "fill")
+    btrfs.sync(root)
+    return root
+
+
+def bench_create(runs: int) -> None:
+    with scratch_filesystem("btrfs", size_mb=4096) as mnt:
+        graph = _open_driver(mnt)
+        _image(graph, FILES)
+        image = Path(graph.get("image"))
+        graph.put("image")
+        driver, bare = [], []
+        for i in range(runs):
+            driver.append(_timed(lambda i=i: graph.create_rw(f"c{i}", "image")))
+            bare.append(_timed(lambda i=i: _cli("subvolume", "snapshot", str(image), str(mnt / f"bare{i}"))))
+        d, b = _median(driver), _median(bare)
+        print(f"driver create_rw child of {FILES}-file layer: median {d * 1000:.2f} ms")
+        print(f"bare `btrfs subvolume snapshot`:            median {b * 1000:.2f} ms")
+        print(f"ratio {d / b:.2f}x (target <= 1.5x)")
+        graph.state.close()
+
+
+def bench_diff(runs: int) -> None:
+    with scratch_filesystem("btrfs", size_mb=4096) as mnt:
+        graph = _open_driver(mnt)
+        _image(graph, FILES)
+        graph.create_rw("container", "image")
+        with graph.mounted("container") as root:
+            for i in range(0, FILES, FILES // CHANGED):
+                (root / f"d{i // 500:03d}" / f"f{i:05d}").write_bytes(b"changed")
+        native, naive = [], []
+        with tempfile.TemporaryFile() as out:
+            for _ in range(runs):
+                out.seek(0)
+                out.truncate()
+                native.append(_timed(lambda: graph.diff("container", out)))
+                native_size = out.tell()
+                out.seek(0)
+                out.truncate()
+
+                def naive_diff() -> None:
+                    with graph.mounted("container") as root, graph.mounted("image") as parent_root:
+                        archive.write_changes_tar(out, root, archive.naive_changes(root, parent_root))
+
+                naive.append(_timed(naive_diff))
+                assert out.tell() == native_size, "native and naive tars differ in size"
+        changes = graph.changes("container")
+        assert changes == graph.naive_changes("container", "image"), "native changes differ from naive"
+        n, v = _median(native), _median(naive)
+        print(f"{len(changes)} changes ({CHANGED} files changed) on a {FILES}-file image")
+        print(f"native diff: median {n * 1000:.1f} ms; naive diff: median {v * 1000:.1f} ms")
+        print(f"ratio {n / v:.3f}x (target <= 0.1x)")
+        graph.state.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("tools", "create", "diff"))
+    parser.add_argument("--runs", type=int, default=9)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("benchmarks loop-mount btrfs: run as root", file=sys.stderr)
+        return 1
+    {"tools": bench_tools, "create": bench_create, "diff": bench_diff}[args.what](args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""drivebay graph driver for btrfs: subvolumes, snapshots, qgroup quotas, diffs from generation numbers."""

@@ -1,0 +1,185 @@
+"""Changes of a snapshot against its origin, found from btrfs generation numbers.
+
+Every inode item btrfs writes records the transaction that wrote it
+(``transid``), and every tree block records the transaction that last wrote
+it. A snapshot made in transaction ``otransid`` shares all its blocks with its
+origin until one is written, so a tree search with ``min_transid =
+otransid + 1`` visits only the blocks written since: the cost follows the
+change, not the image. From those blocks:
+
+- inodes written since the snapshot (content, mode, owner, xattrs, times,
+  link count) give candidate paths, all their hard links included;
+- directories written since (an entry added, removed or renamed) add every
+  name they hold now or held in the origin, which is how deletions show up.
+
+Each candidate is then compared with the origin by the rules of the naive
+tree comparison (:func:`drivebay.archive.naive_changes`), so both agree: a
+candidate that was only read (atime) or written back unchanged is no change.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import struct
+from pathlib import Path
+
+from drivebay.fs import btrfs
+from drivebay.hookspecs.graph import Change, ChangeKind
+
+_INODE_TRANSID = struct.Struct("<8xQ")
+
+
+def changed_inodes(child: Path, since: int) -> set[int]:
+    """Inode numbers of subvolume ``child`` written after transaction ``since``."""
+    inodes = set()
+    for item in btrfs.tree_search(
+        child,
+        0,
+        min_key=(btrfs.SUBVOLUME_INODE, btrfs.INODE_ITEM_KEY, 0),
+        min_transid=since + 1,
+    ):
+        if item.type == btrfs.INODE_ITEM_KEY and _INODE_TRANSID.unpack_from(item.data)[0] > since:
+            inodes.add(item.objectid)
+    return inodes
+
+
+def _lstat(root: Path, rel: str) -> os.stat_result | None:
+    try:
+        return os.lstat(f"{root}{rel}")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _xattrs(path: str) -> list[tuple[str, bytes]]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EPERM):
+            return []
+        raise
+    return sorted((name, os.getxattr(path, name, follow_symlinks=False)) for name in names)
+
+
+def _differs(child_root: Path, parent_root: Path, rel: str, new: os.stat_result, old: os.stat_result) -> bool:
+    if (new.st_mode, new.st_uid, new.st_gid, new.st_rdev, new.st_mtime_ns) != (
+        old.st_mode,
+        old.st_uid,
+        old.st_gid,
+        old.st_rdev,
+        old.st_mtime_ns,
+    ):
+        return True
+    if not stat.S_ISDIR(new.st_mode) and new.st_size != old.st_size:
+        return True
+    new_path, old_path = f"{child_root}{rel}", f"{parent_root}{rel}"
+    if stat.S_ISLNK(new.st_mode) and os.readlink(new_path) != os.readlink(old_path):
+        return True
+    return _xattrs(new_path) != _xattrs(old_path)
+
+
+def _join(rel: str, name: str) -> str:
+    return f"{rel}/{name}"
+
+
+class _Comparison:
+    """Compares candidate paths of a child tree with the parent tree."""
+
+    def __init__(self, child_root: Path, parent_root: Path) -> None:
+        self.child_root = child_root
+        self.parent_root = parent_root
+        self.changes: dict[str, ChangeKind] = {}
+        self._both_dirs: dict[str, bool] = {"": True}
+
+    def dir_in_both(self, rel: str) -> bool:
+        """Whether ``rel`` and each of its ancestors is a directory in both trees."""
+        known = self._both_dirs.get(rel)
+        if known is None:
+            head = rel.rpartition("/")[0]
+            new = _lstat(self.child_root, rel)
+            old = _lstat(self.parent_root, rel)
+            known = (
+                self.dir_in_both(head)
+                and new is not None
+                and old is not None
+                and stat.S_ISDIR(new.st_mode)
+                and stat.S_ISDIR(old.st_mode)
+            )
+            self._both_dirs[rel] = known
+        return known
+
+    def add_tree(self, rel: str) -> None:
+        """Record ``rel`` and everything below it in the child as added."""
+        self.changes[rel] = ChangeKind.ADD
+        stack = [rel]
+        while stack:
+            current = stack.pop()
+            with os.scandir(f"{self.child_root}{current}") as entries:
+                for entry in entries:
+                    path = _join(current, entry.name)
+                    self.changes[path] = ChangeKind.ADD
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(path)
+
+    def compare(self, rel: str) -> None:
+        """Classify one candidate; paths under a replaced or new directory are covered by it."""
+        if rel in self.changes or not self.dir_in_both(rel.rpartition("/")[0]):
+            return
+        new = _lstat(self.child_root, rel)
+        old = _lstat(self.parent_root, rel)
+        if new is None:
+            if old is not None:
+                self.changes[rel] = ChangeKind.DELETE
+            return
+        if old is None:
+            if stat.S_ISDIR(new.st_mode):
+                self.add_tree(rel)
+            else:
+                self.changes[rel] = ChangeKind.ADD
+            return
+        if _differs(self.child_root, self.parent_root, rel, new, old):
+            self.changes[rel] = ChangeKind.MODIFY
+            if stat.S_ISDIR(new.st_mode) and not stat.S_ISDIR(old.st_mode):
+                for name in os.listdir(f"{self.child_root}{rel}"):
+                    self._add_under(_join(rel, name))
+
+    def _add_under(self, rel: str) -> None:
+        st = os.lstat(f"{self.child_root}{rel}")
+        if stat.S_ISDIR(st.st_mode):
+            self.add_tree(rel)
+        else:
+            self.changes[rel] = ChangeKind.ADD
+
+    def result(self) -> list[Change]:
+        """The changes, with every directory that holds one marked modified, as the naive walk does."""
+        for rel in list(self.changes):
+            head = rel.rpartition("/")[0]
+            while head and head not in self.changes:
+                self.changes[head] = ChangeKind.MODIFY
+                head = head.rpartition("/")[0]
+        return sorted(Change(rel, kind) for rel, kind in self.changes.items())
+
+
+def snapshot_changes(child: Path, parent: Path, since: int) -> list[Change]:
+    """Changes of subvolume ``child`` against ``parent``, of which it was snapshotted in ``since``.
+
+    ``parent`` must not have changed since the snapshot; the caller checks
+    that with generation numbers. Pending writes must be committed first
+    (:func:`drivebay.fs.btrfs.sync`), since btrfs delays inode updates.
+    """
+    comparison = _Comparison(child, parent)
+    candidates: set[str] = set()
+    for inode in changed_inodes(child, since):
+        paths = [""] if inode == btrfs.SUBVOLUME_INODE else ["/" + p for p in btrfs.inode_paths(child, inode)]
+        for rel in paths:
+            candidates.add(rel)
+            if not comparison.dir_in_both(rel):
+                continue
+            names = set(os.listdir(f"{child}{rel}")) | set(os.listdir(f"{parent}{rel}"))
+            candidates.update(_join(rel, name) for name in names)
+    candidates.discard("")
+    # Parents before children, so a new or replaced directory covers what is under it.
+    for rel in sorted(candidates, key=lambda p: (p.count("/"), p)):
+        comparison.compare(rel)
+    return comparison.result()
