@@ -46,7 +46,7 @@ class Commit:
     size: int
 
 
-@dataclass
+@dataclass(repr=False)
 class DriverCase:
     """A graph driver opened on a fresh root for one case."""
 
@@ -57,6 +57,9 @@ class DriverCase:
     fstype: str | None
     graph: GraphDriver = field(init=False)
     _opened: list[GraphDriver] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return f"DriverCase({self.name!r} at {self.root})"
 
     @property
     def home(self) -> Path:
@@ -115,20 +118,38 @@ class DriverCase:
 
     def assert_same_view(self, a: str, b: str, other: GraphDriver | None = None, what: str = "") -> None:
         """Layers ``a`` (here) and ``b`` (here, or in ``other``) show identical trees."""
+        __tracebackhide__ = True
         graph_b = other or self.graph
         context = f"{self.chain(a)} vs {'' if other is None else f'driver {graph_b.name!r}, '}layer {b!r}"
         fields = compared_fields(self.capabilities, graph_b.capabilities)
         with self.graph.mounted(a) as view_a, graph_b.mounted(b) as view_b:
             assert_same_tree(
-                view_a, view_b, f"{what}{': ' if what else ''}{context}", ignore=VIEW_IGNORE, fields=fields
+                view_a,
+                view_b,
+                f"{what}{': ' if what else ''}{context}",
+                ignore=VIEW_IGNORE,
+                fields=fields,
+                labels=(f"layer '{a}'", f"layer '{b}'"),
             )
 
     def assert_view_matches(self, layer_id: str, reference: Path, what: str) -> None:
-        """Layer ``layer_id`` shows the tree at ``reference`` (left in the report: the reference)."""
+        """Layer ``layer_id`` shows the tree at ``reference``."""
+        __tracebackhide__ = True
         with self.graph.mounted(layer_id) as view:
             assert_same_tree(
-                reference, view, f"{self.chain(layer_id)} vs {what}", ignore=VIEW_IGNORE, fields=self.fields
+                reference,
+                view,
+                f"{self.chain(layer_id)} vs {what}",
+                ignore=VIEW_IGNORE,
+                fields=self.fields,
+                labels=("expected", f"layer '{layer_id}'"),
             )
+
+    def assert_applied_size(self, layer_id: str, applied: int) -> None:
+        """``apply_diff``'s answer for ``layer_id`` equals its ``diff_size``."""
+        __tracebackhide__ = True
+        size = self.graph.diff_size(layer_id)
+        assert applied == size, f"{self.chain(layer_id)}: apply_diff returned {applied} bytes but diff_size says {size}"
 
     def close(self) -> None:
         """Cleanup every facade, then unmount anything left under the root (but not the root itself)."""

@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
     graph = GraphDriver(load_driver(KINDS["graph"], driver), home=root / driver, state=state, options={})
     size = graph.create_from_tar(layer, None if parent == "-" else parent, sys.stdin.buffer)
     print(size)
-    graph.cleanup()
+    # No cleanup(): it unmounts and forgets every reference on the root, other processes' too (daemon shutdown).
     state.close()
     return 0
 

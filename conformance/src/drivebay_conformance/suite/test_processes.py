@@ -74,7 +74,7 @@ def test_two_processes_apply_layers_on_one_parent_at_the_same_time(driver_case: 
     for layer, nodes in layers.items():
         assert graph.parent(layer) == "base"
         assert graph.refcount(layer) == 0
-        assert sizes[layer] == graph.diff_size(layer)
+        driver_case.assert_applied_size(layer, sizes[layer])
         reference = driver_case.reference(f"expected-{layer}", base_layer(), nodes)
         driver_case.assert_view_matches(layer, reference, "its tar applied to a directory")
 
@@ -107,6 +107,6 @@ def test_a_process_killed_during_apply_leaves_no_layer_and_the_next_start_remove
     left = [str(m.mount_point) for m in mounts_under(home) if m.mount_point != home]
     assert left == [], f"driver '{driver_case.name}': mounts of the killed process remain after a restart: {left}"
     size = reopened.create_from_tar("partial", "base", io.BytesIO(data))
-    assert size == reopened.diff_size("partial")
+    assert size == reopened.diff_size("partial"), f"driver '{driver_case.name}': apply_diff and diff_size disagree"
     with reopened.mounted("partial") as view:
         assert (view / "partial" / "big").stat().st_size == BIG_FILE

@@ -58,10 +58,7 @@ def test_a_change_in_a_child_comes_out_of_changes_diff_and_apply(driver_case: Dr
     assert [str(c) for c in graph.changes("committed")] == changes, (
         f"{driver_case.chain('committed')}: the committed layer reports other changes than the container it came from"
     )
-    assert commit.size == graph.diff_size("committed"), (
-        f"{driver_case.chain('committed')}: apply_diff returned {commit.size} but diff_size says "
-        f"{graph.diff_size('committed')}"
-    )
+    driver_case.assert_applied_size("committed", commit.size)
 
 
 WHITEOUT_LAYER = [

@@ -287,16 +287,20 @@ def assert_same_tree(
     ignore: Iterable[str] = (),
     fields: Iterable[str] = FIELDS,
     dir_mtimes: bool = True,
+    labels: tuple[str, str] = ("left", "right"),
 ) -> None:
     """Raise ``AssertionError`` naming the first differing path and field if the trees differ.
 
-    ``context`` starts the message (say which driver and layers were compared).
-    The keyword arguments are those of :func:`compare_trees`.
+    ``context`` starts the message (say which driver and layers were compared);
+    ``labels`` name the two trees in it (``("expected", "layer 'rw'")``). The
+    other keyword arguments are those of :func:`compare_trees`.
     """
+    __tracebackhide__ = True  # pytest shows the caller's line, not this one
     left, right = _as_snapshot(a), _as_snapshot(b)
     differences = compare_trees(left, right, ignore=ignore, fields=fields, dir_mtimes=dir_mtimes)
     if differences:
         header = f"{context}: " if context else ""
         raise AssertionError(
-            f"{header}trees differ (left {left.root}, right {right.root})\n" + describe_differences(differences)
+            f"{header}trees differ ({labels[0]} {left.root}, {labels[1]} {right.root})\n"
+            + describe_differences(differences, *labels)
         )
