@@ -439,3 +439,34 @@ def test_hook_net_reconcile_removes_leaked_records_links_and_rules(driver: Netwo
     assert any("'ep:dead'" in line for line in removed)
     assert ipam_rows(driver) == (1, 0) and "vdb0123456789ab" not in host_links()
     assert {r.get("comment") for r in nft_rules()} == {f"net:{network.id[:32]}"}
+
+
+def test_host_binding_limits_published_ports(driver: NetworkDriver, netns: Namespaces, outside: Path) -> None:
+    driver.create_network(
+        "n", IPv4Network("10.88.0.0/24"), options={"com.docker.network.bridge.host_binding_ipv4": str(UPLINK.ip)}
+    )
+    box = netns.container()
+    driver.connect("n", box, ports=[PortMapping(8082, 80)])
+    server = netns.echo_server(box, 80)
+    try:
+        assert netns.echo(outside, UPLINK.ip, 8082) == f"hello from {OUTSIDE}"
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", 8082), timeout=3):
+            pass
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_masquerade_off_leaves_sources_untranslated(driver: NetworkDriver, netns: Namespaces, outside: Path) -> None:
+    options = {"com.docker.network.bridge.enable_ip_masquerade": "false"}
+    driver.create_network("n", IPv4Network("10.89.0.0/24"), options=options)
+    box = netns.container()
+    driver.connect("n", box)
+    server = netns.echo_server(outside, 9000)
+    try:
+        assert netns.echo(box, OUTSIDE, 9000) is None  # the outside has no route back to 10.89.0.0/24
+        assert netns.run(outside, "ip", "route", "add", "10.89.0.0/24", "via", str(UPLINK.ip)).returncode == 0
+        assert netns.echo(box, OUTSIDE, 9000) == "hello from 10.89.0.2"
+    finally:
+        server.kill()
+        server.wait()

@@ -44,6 +44,7 @@ OPT_INTERNAL = "internal"
 OPTIONS = (OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQUERADE, OPT_MTU, OPT_HOST_BINDING, OPT_INTERNAL)
 
 DEFAULT_MTU = 1500
+IFF_UP = 0x1
 HOST_END_PREFIX = "vdb"
 HOST_END = re.compile(rf"{HOST_END_PREFIX}[0-9a-f]{{12}}")
 IFNAME = re.compile(r"[a-zA-Z0-9_.-]{1,15}")
@@ -259,20 +260,22 @@ class BridgeDriver:
     @hookimpl
     def net_join(self, network: Network, endpoint: Endpoint, sandbox: Path) -> JoinInfo:
         with socket_in(sandbox) as ipr:
-            names = {str(link.get("IFLA_IFNAME")) for link in ipr.get_links()}
-            ifname = endpoint.request_ifname or next(f"eth{n}" for n in range(len(names) + 1) if f"eth{n}" not in names)
-            if ifname in names:
+            # One dump answers every question about the sandbox; each netlink round trip costs ~0.5 ms.
+            links = {str(link.get("IFLA_IFNAME")): link for link in ipr.get_links()}
+            ifname = endpoint.request_ifname or next(f"eth{n}" for n in range(len(links) + 1) if f"eth{n}" not in links)
+            if ifname in links:
                 raise InvalidConfig(f"interface '{ifname}' already exists in {sandbox}; choose another name")
             if not IFNAME.fullmatch(ifname):
                 raise InvalidConfig(f"interface name '{ifname}' is invalid (1-15 of [a-zA-Z0-9_.-])")
-            index = _index(ipr, temporary_name(endpoint.id))
-            if index is None:
+            veth = links.get(temporary_name(endpoint.id))
+            if veth is None:
                 raise NetworkNotFound(f"the veth of endpoint {endpoint.id[:12]} vanished from {sandbox}")
-            ipr.link("set", index=index, ifname=ifname)
+            index = int(veth["index"])
             ipr.addr("add", index=index, address=str(endpoint.address.ip), prefixlen=endpoint.address.network.prefixlen)
-            ipr.link("set", index=index, state="up")
-            lo = _index(ipr, "lo")
-            ipr.link("set", index=lo, state="up")
+            ipr.link("set", index=index, ifname=ifname, state="up")
+            lo = links["lo"]
+            if not int(lo["flags"]) & IFF_UP:
+                ipr.link("set", index=int(lo["index"]), state="up")
             if network.internal:
                 return JoinInfo(ifname=ifname, gateway=None)
             try:
@@ -335,8 +338,10 @@ class BridgeDriver:
                 removed.append(f"interface {name}")
         known_tags = {network_tag(n.id) for n in networks} | {endpoint_tag(e.id) for e in endpoints}
         known_bridges = {bridge_name(n) for n in networks}
-        stale = {r.tag for r in self.firewall.rules()} - known_tags
-        stale_bridges = self.firewall.bridges() - known_bridges
-        removed.extend(f"nft rule {r.family} {r.chain} '{r.tag}'" for r in self.firewall.remove(stale, stale_bridges))
+        snapshot = self.firewall.snapshot()
+        stale = {r.tag for r in snapshot[0]} - known_tags
+        stale_bridges = snapshot[1] - known_bridges
+        doomed = self.firewall.remove(stale, stale_bridges, snapshot)
+        removed.extend(f"nft rule {r.family} {r.chain} '{r.tag}'" for r in doomed)
         removed.extend(f"nft bridges element {b}" for b in sorted(stale_bridges))
         return removed

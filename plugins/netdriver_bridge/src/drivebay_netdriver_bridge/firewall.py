@@ -73,38 +73,32 @@ class Firewall:
         """Create the tables if needed and add ``lines`` (nft commands), all in one atomic batch."""
         self._run(["-f", "-"], BASE + "".join(f"{line}\n" for line in lines))
 
-    def _listing(self) -> list[dict[str, object]]:
-        out: list[dict[str, object]] = []
+    def snapshot(self) -> tuple[list[Rule], set[str]]:
+        """The tagged rules of both tables and the elements of the ``bridges`` set, from one listing each."""
+        rules: list[Rule] = []
+        bridges: set[str] = set()
         for family in ("ip", "bridge"):
             proc = subprocess.run(
                 [self.nft, "-j", "list", "table", family, TABLE], capture_output=True, text=True, check=False
             )
-            if proc.returncode == 0:
-                out.extend(json.loads(proc.stdout)["nftables"])
-        return out
+            if proc.returncode != 0:  # the table does not exist yet
+                continue
+            for item in json.loads(proc.stdout)["nftables"]:
+                rule, found = item.get("rule"), item.get("set")
+                if rule and "comment" in rule:
+                    rules.append(Rule(rule["family"], rule["chain"], int(rule["handle"]), rule["comment"]))
+                elif found and found.get("name") == "bridges":
+                    bridges.update(str(e) for e in found.get("elem", []))
+        return rules, bridges
 
-    def rules(self) -> list[Rule]:
-        found = []
-        for item in self._listing():
-            rule = item.get("rule")
-            if isinstance(rule, dict) and "comment" in rule:
-                found.append(Rule(str(rule["family"]), str(rule["chain"]), int(rule["handle"]), str(rule["comment"])))
-        return found
-
-    def bridges(self) -> set[str]:
-        for item in self._listing():
-            found = item.get("set")
-            if isinstance(found, dict) and found.get("name") == "bridges":
-                elements = found.get("elem", [])
-                return {str(e) for e in elements} if isinstance(elements, list) else set()
-        return set()
-
-    def remove(self, tags: Collection[str], bridges: Collection[str] = ()) -> list[Rule]:
+    def remove(
+        self, tags: Collection[str], bridges: Collection[str] = (), snapshot: tuple[list[Rule], set[str]] | None = None
+    ) -> list[Rule]:
         """Delete the rules carrying any of ``tags`` and the given ``bridges`` from the set; returns the rules."""
-        doomed = [r for r in self.rules() if r.tag in tags]
-        present = self.bridges() & set(bridges)
+        rules, present = snapshot or self.snapshot()
+        doomed = [r for r in rules if r.tag in tags]
         script = [f"delete rule {r.family} {TABLE} {r.chain} handle {r.handle}" for r in doomed]
-        script += [f'delete element ip {TABLE} bridges {{ "{b}" }}' for b in sorted(present)]
+        script += [f'delete element ip {TABLE} bridges {{ "{b}" }}' for b in sorted(present & set(bridges))]
         if script:
             self._run(["-f", "-"], "".join(f"{line}\n" for line in script))
         return doomed
