@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import T0, make_driver
+from json_log_fixtures import T0, make_driver
 
 from drivebay.hookspecs.log import LogEntry, LogMessage, ReadConfig
 

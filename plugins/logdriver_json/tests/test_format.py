@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from conftest import T0, make_driver, write_lines
+from json_log_fixtures import T0, make_driver, write_lines
 
 from drivebay.hookspecs.log import LogMessage, ReadConfig
 

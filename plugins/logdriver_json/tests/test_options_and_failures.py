@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import T0, make_driver
+from json_log_fixtures import T0, make_driver
 
 from drivebay.errors import InvalidConfig, UsageError
 from drivebay.facades.log import format_timestamp, parse_byte_size, parse_timestamp

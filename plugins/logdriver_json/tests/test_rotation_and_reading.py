@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import T0, make_driver, write_lines
+from json_log_fixtures import T0, make_driver, write_lines
 
 from drivebay.errors import InvalidConfig, LogInUse, LogNotFound
 from drivebay.hookspecs.log import LogMessage, ReadConfig

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import needs_root
+from volume_fixtures import needs_root
 
 from drivebay.errors import (
     InvalidConfig,
@@ -102,12 +102,16 @@ def test_bad_options_are_refused_and_nothing_is_made(
     assert _leftovers(root) == []
 
 
-def test_hook_volume_get_and_list_describe_volumes(driver: VolumeDriver) -> None:
+def test_hook_volume_list_sorts_by_name_and_skips_staging(driver: VolumeDriver, root: Path) -> None:
     driver.create("b-vol")
     driver.create("a-vol", TMPFS)
-    views = driver.list()
-    assert [v.volume.name for v in views] == ["a-vol", "b-vol"]
-    shown = views[0].to_json()
+    (root / "volumes" / ".creating-c-vol-1").mkdir()
+    assert [v.volume.name for v in driver.list()] == ["a-vol", "b-vol"]
+
+
+def test_hook_volume_get_describes_a_volume(driver: VolumeDriver) -> None:
+    driver.create("a-vol", TMPFS)
+    shown = driver.inspect("a-vol").to_json()
     assert shown["Driver"] == "local" and shown["Scope"] == "local" and shown["Options"] == TMPFS
     assert str(shown["CreatedAt"]).endswith("Z") and shown["Users"] == {}
     with pytest.raises(VolumeNotFound, match="no volume named 'ghost'"):
