@@ -13,3 +13,22 @@ Public API (every driver and the layer store use only these names):
 - :func:`tree_changes`: changes from an upper directory holding on-disk whiteouts.
 - :func:`changes_size`: bytes of the added or modified regular files.
 """
+
+from drivebay.archive.apply import apply_layer_tar
+from drivebay.archive.changes import changes_size, naive_changes, tree_changes
+from drivebay.archive.compression import open_layer_stream
+from drivebay.archive.names import check_layer_id
+from drivebay.archive.whiteouts import WhiteoutFormat
+from drivebay.archive.writer import write_changes_tar, write_tree_tar
+
+__all__ = [
+    "WhiteoutFormat",
+    "apply_layer_tar",
+    "changes_size",
+    "check_layer_id",
+    "naive_changes",
+    "open_layer_stream",
+    "tree_changes",
+    "write_changes_tar",
+    "write_tree_tar",
+]

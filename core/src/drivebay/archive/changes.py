@@ -1,0 +1,162 @@
+"""What changed in a layer: by comparing two trees, or by reading an upper directory's whiteouts."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+from drivebay.archive.entries import read_xattrs
+from drivebay.archive.whiteouts import (
+    DRIVER_XATTR_PREFIXES,
+    OPAQUE_MARKER,
+    WhiteoutFormat,
+    is_aufs_meta,
+    is_opaque_dir,
+    whited_out_name,
+)
+from drivebay.hookspecs.graph import Change, ChangeKind
+
+Signature = tuple[object, ...]
+
+
+def _signature(path: str, st: os.stat_result) -> Signature:
+    """Everything a layer records about an inode; two inodes with equal signatures are the same change-wise.
+
+    Nanosecond mtimes make sleeping between edits unnecessary. A directory's
+    size is left out: it depends on the filesystem, not on the layer.
+    """
+    mode = st.st_mode
+    size = 0 if stat.S_ISDIR(mode) else st.st_size
+    target = os.readlink(path) if stat.S_ISLNK(mode) else None
+    rdev = st.st_rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
+    return (mode, st.st_uid, st.st_gid, st.st_mtime_ns, size, target, rdev, read_xattrs(path, DRIVER_XATTR_PREFIXES))
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _scan(path: str) -> dict[str, tuple[str, os.stat_result]]:
+    with os.scandir(path) as it:
+        return {entry.name: (entry.path, entry.stat(follow_symlinks=False)) for entry in it}
+
+
+def _compare_dir(new_dir: str, old_dir: str | None, prefix: str, out: list[Change]) -> None:
+    new_entries = _scan(new_dir)
+    old_entries = _scan(old_dir) if old_dir is not None else {}
+    for name, (path, st) in new_entries.items():
+        rel = f"{prefix}/{name}"
+        old = old_entries.get(name)
+        if old is None:
+            out.append(Change(rel, ChangeKind.ADD))
+            if stat.S_ISDIR(st.st_mode):
+                _compare_dir(path, None, rel, out)
+            continue
+        changed = _signature(path, st) != _signature(*old)
+        if stat.S_ISDIR(st.st_mode):
+            before = len(out)
+            _compare_dir(path, old[0] if stat.S_ISDIR(old[1].st_mode) else None, rel, out)
+            # As moby does: a directory holding changes is itself changed, so a
+            # layer tar carries it and restores its metadata.
+            changed = changed or len(out) > before
+        if changed:
+            out.append(Change(rel, ChangeKind.MODIFY))
+    # A deleted tree is one change, as in `docker diff`.
+    out.extend(Change(f"{prefix}/{name}", ChangeKind.DELETE) for name in old_entries.keys() - new_entries.keys())
+
+
+def naive_changes(layer_root: Path, parent_root: Path | None) -> list[Change]:
+    """The changes of the tree ``layer_root`` against ``parent_root`` (``None``: everything is added), sorted.
+
+    Compares inode type, mode, owner, nanosecond mtime, size, symlink target,
+    device number and xattrs. A directory is modified when its own metadata
+    differs or it holds changes (as in moby); a deleted tree gives one ``D``
+    for its top.
+    """
+    out: list[Change] = []
+    _compare_dir(os.fspath(layer_root), os.fspath(parent_root) if parent_root is not None else None, "", out)
+    out.sort()
+    return out
+
+
+def _upper_dir(
+    upper_dir: str, parent_dir: str | None, opaque: bool, prefix: str, fmt: WhiteoutFormat, out: list[Change]
+) -> None:
+    shadowed: set[str] = set()
+    with os.scandir(upper_dir) as it:
+        entries = list(it)
+    for entry in entries:
+        name = entry.name
+        if fmt is WhiteoutFormat.AUFS and (name == OPAQUE_MARKER or is_aufs_meta(name)):
+            continue
+        st = entry.stat(follow_symlinks=False)
+        victim = whited_out_name(name, st, fmt)
+        if victim is not None:
+            # A whiteout of something no lower layer has is overlay bookkeeping, not a deletion.
+            if parent_dir is not None and victim not in shadowed and _lstat(os.path.join(parent_dir, victim)):
+                out.append(Change(f"{prefix}/{victim}", ChangeKind.DELETE))
+            shadowed.add(victim)
+            continue
+        shadowed.add(name)
+        rel = f"{prefix}/{name}"
+        old_path = os.path.join(parent_dir, name) if parent_dir is not None else None
+        old_st = _lstat(old_path) if old_path is not None else None
+        is_dir = stat.S_ISDIR(st.st_mode)
+        child_opaque = is_dir and is_opaque_dir(entry.path, None, fmt)
+        if old_st is None or old_path is None:
+            out.append(Change(rel, ChangeKind.ADD))
+            if is_dir:
+                _upper_dir(entry.path, None, child_opaque, rel, fmt, out)
+            continue
+        changed = child_opaque or _signature(entry.path, st) != _signature(old_path, old_st)
+        if is_dir:
+            before = len(out)
+            lower = old_path if stat.S_ISDIR(old_st.st_mode) else None
+            _upper_dir(entry.path, lower, child_opaque, rel, fmt, out)
+            changed = changed or len(out) > before
+        if changed:
+            out.append(Change(rel, ChangeKind.MODIFY))
+    if opaque and parent_dir is not None:
+        out.extend(Change(f"{prefix}/{name}", ChangeKind.DELETE) for name in set(os.listdir(parent_dir)) - shadowed)
+
+
+def tree_changes(upper: Path, parent_root: Path | None, whiteouts: WhiteoutFormat) -> list[Change]:
+    """The changes recorded in ``upper``, a layer's own directory holding on-disk whiteouts, sorted.
+
+    Only ``upper`` is walked; ``parent_root`` (the parent's merged view, or
+    ``None``) is looked up for the paths found there. A whiteout gives ``D``
+    when the parent has the path; an opaque directory gives ``C`` (``A`` when
+    new) and a ``D`` for each parent child it hides. Other entries are ``A``
+    when the parent lacks them, ``C`` when their metadata differs or, for a
+    directory, when it holds changes. The result
+    equals :func:`naive_changes` of the merged view against ``parent_root``.
+    """
+    out: list[Change] = []
+    top = os.fspath(upper)
+    _upper_dir(top, os.fspath(parent_root) if parent_root is not None else None, False, "", whiteouts, out)
+    out.sort()
+    return out
+
+
+def changes_size(root: Path, changes: Iterable[Change]) -> int:
+    """Bytes of the regular files added or modified by ``changes`` in ``root``; each hardlinked inode counts once."""
+    size = 0
+    seen: set[int] = set()
+    top = os.fspath(root)
+    for change in changes:
+        if change.kind is ChangeKind.DELETE:
+            continue
+        st = _lstat(os.path.join(top, change.path.lstrip("/")))
+        if st is None or not stat.S_ISREG(st.st_mode):
+            continue
+        if st.st_nlink > 1:
+            if st.st_ino in seen:
+                continue
+            seen.add(st.st_ino)
+        size += st.st_size
+    return size

@@ -1,0 +1,343 @@
+"""Tar headers: encoding (USTAR plus PAX records) and decoding (USTAR, PAX and GNU).
+
+Our own codec instead of :mod:`tarfile`: ``tarfile`` builds a ``TarInfo``
+object, a dict of PAX fields and several intermediate strings per member,
+which makes it about four times slower than GNU tar on a tree of small files.
+Here a header is packed with one ``struct`` call and parsed with slices.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from drivebay.errors import InvalidArchive
+
+BLOCK = 512
+REGULAR = b"0"
+HARDLINK = b"1"
+SYMLINK = b"2"
+CHAR = b"3"
+BLOCKDEV = b"4"
+DIRECTORY = b"5"
+FIFO = b"6"
+_CONTIGUOUS = b"7"
+_PAX = b"x"
+_PAX_GLOBAL = b"g"
+_GNU_LONGNAME = b"L"
+_GNU_LONGLINK = b"K"
+
+_MAX_OCTAL_7 = 0o7777777
+_MAX_OCTAL_11 = 0o77777777777
+_XATTR = "SCHILY.xattr."
+_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")
+_ZERO_BLOCK = bytes(BLOCK)
+
+
+@dataclass(slots=True)
+class Header:
+    """One tar member. ``name`` has no ``./`` prefix; directories end in ``/``.
+
+    ``mode`` holds only the permission bits (``0o7777``). ``mtime_ns`` is
+    nanoseconds since the epoch. ``xattrs`` maps names to raw values.
+    """
+
+    name: str
+    type: bytes
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    linkname: str = ""
+    devmajor: int = 0
+    devminor: int = 0
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+
+
+def _octal(value: int, width: int) -> bytes:
+    return b"%0*o" % (width - 1, value)
+
+
+def _pax_record(key: bytes, value: bytes) -> bytes:
+    body = b" " + key + b"=" + value + b"\n"
+    length = len(body) + 1
+    while len(b"%d" % length) + len(body) != length:
+        length += 1
+    return b"%d" % length + body
+
+
+def _pax_time(mtime_ns: int) -> bytes:
+    sec, nsec = divmod(mtime_ns, 1_000_000_000)
+    if sec < 0 and nsec:
+        # divmod floors; PAX writes -1.5 for a time 1.5 s before the epoch.
+        return b"-%d.%s" % (-(sec + 1), (b"%09d" % (1_000_000_000 - nsec)).rstrip(b"0"))
+    if nsec:
+        return b"%d.%s" % (sec, (b"%09d" % nsec).rstrip(b"0"))
+    return b"%d" % sec
+
+
+def _ustar_block(name: bytes, hdr: Header, typeflag: bytes, size: int, mtime: int, linkname: bytes) -> bytes:
+    uid = hdr.uid if hdr.uid <= _MAX_OCTAL_7 else 0
+    gid = hdr.gid if hdr.gid <= _MAX_OCTAL_7 else 0
+    major = hdr.devmajor if hdr.devmajor <= _MAX_OCTAL_7 else 0
+    minor = hdr.devminor if hdr.devminor <= _MAX_OCTAL_7 else 0
+    block = _USTAR.pack(
+        name,
+        _octal(hdr.mode & 0o7777, 8),
+        _octal(uid, 8),
+        _octal(gid, 8),
+        _octal(size if size <= _MAX_OCTAL_11 else 0, 12),
+        _octal(mtime if 0 <= mtime <= _MAX_OCTAL_11 else 0, 12),
+        b"        ",
+        typeflag,
+        linkname,
+        b"ustar\x0000",
+        b"",
+        b"",
+        _octal(major, 8),
+        _octal(minor, 8),
+        b"",
+    )
+    checksum = b"%06o\x00 " % sum(block)
+    return block[:148] + checksum + block[156:]
+
+
+def encode_header(hdr: Header) -> bytes:
+    """The header block(s) of ``hdr``: a PAX extended header first when USTAR cannot hold a field."""
+    name = hdr.name.encode("utf-8", "surrogateescape")
+    linkname = hdr.linkname.encode("utf-8", "surrogateescape")
+    sec = hdr.mtime_ns // 1_000_000_000
+    records: list[tuple[bytes, bytes]] = []
+    if len(name) > 100:
+        records.append((b"path", name))
+    if len(linkname) > 100:
+        records.append((b"linkpath", linkname))
+    if hdr.uid > _MAX_OCTAL_7:
+        records.append((b"uid", b"%d" % hdr.uid))
+    if hdr.gid > _MAX_OCTAL_7:
+        records.append((b"gid", b"%d" % hdr.gid))
+    if hdr.size > _MAX_OCTAL_11:
+        records.append((b"size", b"%d" % hdr.size))
+    if hdr.mtime_ns % 1_000_000_000 or not 0 <= sec <= _MAX_OCTAL_11:
+        records.append((b"mtime", _pax_time(hdr.mtime_ns)))
+    if hdr.devmajor > _MAX_OCTAL_7 or hdr.devminor > _MAX_OCTAL_7:
+        # No PAX key exists for big device numbers; GNU tar refuses them too.
+        raise InvalidArchive(f"'{hdr.name}': device number {hdr.devmajor}:{hdr.devminor} does not fit a tar header")
+    for key in sorted(hdr.xattrs):
+        records.append(((_XATTR + key).encode("utf-8", "surrogateescape"), hdr.xattrs[key]))
+    main = _ustar_block(name[:100], hdr, hdr.type, hdr.size, sec, linkname[:100])
+    if not records:
+        return main
+    records.sort()
+    data = b"".join(_pax_record(k, v) for k, v in records)
+    # Go's archive/tar names the extended header like this; any name is valid.
+    base = name.rstrip(b"/").rsplit(b"/", 1)
+    pax_name = (base[0] + b"/PaxHeaders.0/" + base[1] if len(base) == 2 else b"PaxHeaders.0/" + base[0])[:100]
+    pax = Header(name="", type=_PAX)
+    return _ustar_block(pax_name, pax, _PAX, len(data), 0, b"") + data + padding(len(data)) + main
+
+
+def padding(size: int) -> bytes:
+    """Zero bytes that fill a member of ``size`` bytes up to a whole block."""
+    return _ZERO_BLOCK[: -size % BLOCK]
+
+
+END_OF_ARCHIVE = bytes(2 * BLOCK)
+
+
+class TarReader:
+    """Reads members from an uncompressed tar stream, in big chunks.
+
+    :meth:`next` returns the next :class:`Header` with the stream positioned at
+    its data; the caller reads exactly ``header.size`` bytes with
+    :meth:`read_data` or :meth:`skip_data` before asking for the next one.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._buf = b""
+        self._pos = 0
+        self._pending = 0
+        self._pad = 0
+
+    def _take(self, n: int) -> bytes:
+        end = self._pos + n
+        if end <= len(self._buf):
+            out = self._buf[self._pos : end]
+            self._pos = end
+            return out
+        parts = [self._buf[self._pos :]]
+        have = len(parts[0])
+        while have < n:
+            chunk = self._stream.read(max(self.CHUNK, n - have))
+            if not chunk:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        self._buf = b"".join(parts)
+        out = self._buf[:n]
+        self._pos = len(out)
+        return out
+
+    def read_data(self, n: int) -> bytes:
+        """Up to ``n`` bytes of the current member's data; ``b""`` at its end."""
+        n = min(n, self._pending)
+        out = self._take(n)
+        if len(out) != n:
+            raise InvalidArchive("the layer tar ends in the middle of a member; the stream is truncated")
+        self._pending -= n
+        if not self._pending and self._pad:
+            self._take(self._pad)
+            self._pad = 0
+        return out
+
+    def skip_data(self) -> None:
+        """Skip what is left of the current member's data."""
+        while self._pending:
+            self.read_data(self.CHUNK)
+
+    def _start(self, size: int) -> None:
+        self._pending = size
+        self._pad = -size % BLOCK
+
+    def _data_of(self, size: int) -> bytes:
+        self._start(size)
+        parts = []
+        while self._pending:
+            parts.append(self.read_data(self.CHUNK))
+        return b"".join(parts)
+
+    def drain(self) -> None:
+        """Read the stream to its end, as moby does, so that callers hashing it see every byte."""
+        self._buf = b""
+        self._pos = 0
+        while self._stream.read(self.CHUNK):
+            pass
+
+    def next(self) -> Header | None:
+        """The next member's header, or ``None`` at the end of the archive."""
+        self.skip_data()
+        pax: dict[bytes, bytes] = {}
+        long_name: bytes | None = None
+        long_link: bytes | None = None
+        while True:
+            block = self._take(BLOCK)
+            if len(block) < BLOCK:
+                if not block and not pax and long_name is None:
+                    return None  # some writers omit the two zero blocks
+                raise InvalidArchive("the layer tar ends in the middle of a header; the stream is truncated")
+            if block == _ZERO_BLOCK:
+                return None
+            _verify_checksum(block)
+            typeflag = block[156:157]
+            size = _number(block[124:136], "size")
+            if typeflag == _PAX:
+                pax.update(_parse_pax(self._data_of(size)))
+            elif typeflag == _PAX_GLOBAL:
+                self._data_of(size)  # global defaults (e.g. git archive's comment) carry nothing we apply
+            elif typeflag == _GNU_LONGNAME:
+                long_name = self._data_of(size).rstrip(b"\x00")
+            elif typeflag == _GNU_LONGLINK:
+                long_link = self._data_of(size).rstrip(b"\x00")
+            else:
+                hdr = _decode(block, typeflag, size, pax, long_name, long_link)
+                self._start(hdr.size)
+                return hdr
+
+
+def _verify_checksum(block: bytes) -> None:
+    stored = _number(block[148:156], "checksum")
+    unsigned = sum(block[:148]) + 256 + sum(block[156:])
+    if stored == unsigned:
+        return
+    signed = sum(b - 256 if b > 127 else b for b in block[:148] + block[156:]) + 256
+    if stored != signed:
+        raise InvalidArchive("a layer tar header has a bad checksum; the stream is not a tar or is corrupt")
+
+
+def _number(field_bytes: bytes, what: str) -> int:
+    if field_bytes[:1] and field_bytes[0] & 0x80:
+        # GNU base-256: big-endian two's complement, first byte's top bit set.
+        value = int.from_bytes(field_bytes, "big", signed=False) & ~(0x80 << (8 * (len(field_bytes) - 1)))
+        if field_bytes[0] & 0x40:
+            value -= 1 << (8 * len(field_bytes) - 1)
+        return value
+    text = field_bytes.split(b"\x00", 1)[0].strip(b" ")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError as exc:
+        raise InvalidArchive(f"a layer tar header has a bad {what} field {text!r}; the stream is corrupt") from exc
+
+
+def _parse_pax(data: bytes) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        try:
+            length = int(data[pos:space])
+        except ValueError as exc:
+            raise InvalidArchive("a layer tar has a malformed PAX header; the stream is corrupt") from exc
+        record = data[space + 1 : pos + length - 1]
+        key, sep, value = record.partition(b"=")
+        if not sep or length <= 0:
+            raise InvalidArchive("a layer tar has a malformed PAX record; the stream is corrupt")
+        out[key] = value
+        pos += length
+    return out
+
+
+def _pax_mtime_ns(value: bytes) -> int:
+    text = value.decode("ascii")
+    negative = text.startswith("-")
+    whole, _, frac = text.lstrip("-").partition(".")
+    ns = int(whole or "0") * 1_000_000_000 + int((frac + "000000000")[:9])
+    return -ns if negative else ns
+
+
+def _decode(
+    block: bytes,
+    typeflag: bytes,
+    size: int,
+    pax: dict[bytes, bytes],
+    long_name: bytes | None,
+    long_link: bytes | None,
+) -> Header:
+    name = block[0:100].split(b"\x00", 1)[0]
+    if block[257:263] == b"ustar\x00":
+        prefix = block[345:500].split(b"\x00", 1)[0]
+        if prefix:
+            name = prefix + b"/" + name
+    name = pax.get(b"path", long_name if long_name is not None else name)
+    linkname = pax.get(b"linkpath", long_link if long_link is not None else block[157:257].split(b"\x00", 1)[0])
+    if typeflag in (b"\x00", _CONTIGUOUS):
+        typeflag = DIRECTORY if name.endswith(b"/") else REGULAR
+    elif typeflag not in (REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO):
+        shown = name.decode("utf-8", "replace")
+        raise InvalidArchive(f"layer tar member '{shown}' has unsupported type {typeflag!r}; rebuild the layer")
+    mtime_ns = _pax_mtime_ns(pax[b"mtime"]) if b"mtime" in pax else _number(block[136:148], "mtime") * 1_000_000_000
+    xattrs = {
+        key[len(_XATTR) :].decode("utf-8", "surrogateescape"): value
+        for key, value in pax.items()
+        if key.startswith(b"SCHILY.xattr.")
+    }
+    return Header(
+        name=name.decode("utf-8", "surrogateescape"),
+        type=typeflag,
+        mode=_number(block[100:108], "mode") & 0o7777,
+        uid=int(pax[b"uid"]) if b"uid" in pax else _number(block[108:116], "uid"),
+        gid=int(pax[b"gid"]) if b"gid" in pax else _number(block[116:124], "gid"),
+        # Only regular files carry data; POSIX says to ignore the size field of the other types.
+        size=(int(pax[b"size"]) if b"size" in pax else size) if typeflag == REGULAR else 0,
+        mtime_ns=mtime_ns,
+        linkname=linkname.decode("utf-8", "surrogateescape"),
+        devmajor=_number(block[329:337], "devmajor"),
+        devminor=_number(block[337:345], "devminor"),
+        xattrs=xattrs,
+    )
