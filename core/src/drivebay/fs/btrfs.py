@@ -17,7 +17,7 @@ import functools
 import os
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,10 +105,6 @@ class _SearchKey(ctypes.Structure):
     ]
 
 
-class _SearchArgs(ctypes.Structure):
-    _fields_ = [("key", _SearchKey), ("buf", ctypes.c_char * (4096 - ctypes.sizeof(_SearchKey)))]
-
-
 class _Timespec(ctypes.Structure):
     _fields_ = [("sec", ctypes.c_uint64), ("nsec", ctypes.c_uint32)]
 
@@ -139,7 +135,7 @@ class _SubvolInfoArgs(ctypes.Structure):
 _IOC_SYNC = _ioc(0, 8, 0)
 _IOC_SUBVOL_CREATE = _ioc(1, 14, ctypes.sizeof(_VolArgs))
 _IOC_SNAP_DESTROY = _ioc(1, 15, ctypes.sizeof(_VolArgs))
-_IOC_TREE_SEARCH = _ioc(3, 17, ctypes.sizeof(_SearchArgs))
+_IOC_TREE_SEARCH_V2 = _ioc(3, 17, ctypes.sizeof(_SearchKey) + 8)
 _IOC_INO_LOOKUP = _ioc(3, 18, ctypes.sizeof(_InoLookupArgs))
 _IOC_SNAP_CREATE_V2 = _ioc(1, 23, ctypes.sizeof(_VolArgsV2))
 _IOC_SUBVOL_GETFLAGS = _ioc(2, 25, 8)
@@ -289,6 +285,58 @@ class SearchItem:
     data: bytes
 
 
+_SEARCH_BUFFER = 256 * 1024
+_INODE_TRANSID = struct.Struct("<8xQ")
+
+
+class _Search:
+    """``BTRFS_IOC_TREE_SEARCH_V2`` over a key range, one buffer of results at a time."""
+
+    START = ctypes.sizeof(_SearchKey) + 8
+
+    def __init__(
+        self,
+        tree_id: int,
+        min_key: tuple[int, int, int],
+        max_key: tuple[int, int, int],
+        min_transid: int,
+    ) -> None:
+        self.args = bytearray(self.START + _SEARCH_BUFFER)
+        struct.pack_into("<Q", self.args, ctypes.sizeof(_SearchKey), _SEARCH_BUFFER)
+        self.tree_id = tree_id
+        self.next_key: tuple[int, int, int] | None = min_key
+        self.max_key = max_key
+        self.min_transid = min_transid
+
+    def fetch(self, fd: int, path: Path) -> int:
+        """Fill ``args`` with the next items; returns how many (0: done). Call :meth:`resume_after` next."""
+        if self.next_key is None:
+            return 0
+        key = _SearchKey.from_buffer(self.args)
+        key.tree_id = self.tree_id
+        key.min_objectid, key.min_type, key.min_offset = self.next_key
+        key.max_objectid, key.max_type, key.max_offset = self.max_key
+        key.min_transid, key.max_transid = self.min_transid, _MAX_U64
+        key.nr_items = 0xFFFFFFFF
+        _ioctl(fd, _IOC_TREE_SEARCH_V2, self.args, "search btrfs tree of", path)
+        count = int(key.nr_items)
+        del key  # a live ctypes view would pin the buffer
+        return count
+
+    def resume_after(self, objectid: int, type_: int, offset: int) -> None:
+        """Make the next :meth:`fetch` start just after the last key returned."""
+        if offset < _MAX_U64:
+            offset += 1
+        elif type_ < 255:
+            type_, offset = type_ + 1, 0
+        elif objectid < _MAX_U64:
+            objectid, type_, offset = objectid + 1, 0, 0
+        else:
+            self.next_key = None
+            return
+        self.next_key = (objectid, type_, offset) if (objectid, type_, offset) <= self.max_key else None
+
+
 def tree_search(
     path: Path,
     tree_id: int,
@@ -299,60 +347,67 @@ def tree_search(
 ) -> Iterator[SearchItem]:
     """Items of tree ``tree_id`` (0: the subvolume holding ``path``) between two keys.
 
-    Keys are ``(objectid, type, offset)``, compared in that order. With
-    ``min_transid`` the kernel skips every node and leaf not written since that
-    transaction, so the cost follows what changed; the items of a leaf that
+    Keys are ``(objectid, type, offset)``, compared in that order (so a key
+    range does not filter by type). With ``min_transid`` the kernel skips every
+    node and leaf not written since that transaction; the items of a leaf that
     was written are all returned, changed or not.
     """
-    args = _SearchArgs()
-    objectid, type_, offset = min_key
+    search = _Search(tree_id, min_key, max_key, min_transid)
+    args = search.args
     with _opened(path, "search tree of") as fd:
-        while True:
-            key = args.key
-            key.tree_id = tree_id
-            key.min_objectid, key.min_type, key.min_offset = objectid, type_, offset
-            key.max_objectid, key.max_type, key.max_offset = max_key
-            key.min_transid, key.max_transid = min_transid, _MAX_U64
-            key.nr_items = 4096
-            _ioctl(fd, _IOC_TREE_SEARCH, args, "search btrfs tree of", path)
-            count = int(key.nr_items)
-            if count == 0:
-                return
-            raw = ctypes.string_at(ctypes.addressof(args) + _SearchArgs.buf.offset, _SearchArgs.buf.size)
-            pos = 0
+        while count := search.fetch(fd, path):
+            pos = _Search.START
             for _ in range(count):
-                transid, objectid, offset, type_, length = _SEARCH_HEADER.unpack_from(raw, pos)
-                pos += _SEARCH_HEADER.size
-                yield SearchItem(objectid, type_, offset, transid, raw[pos : pos + length])
+                transid, objectid, offset, type_, length = _SEARCH_HEADER.unpack_from(args, pos)
+                pos += 32
+                yield SearchItem(objectid, type_, offset, transid, bytes(args[pos : pos + length]))
                 pos += length
-            # The next search starts just after the last key returned.
-            if offset < _MAX_U64:
-                offset += 1
-            elif type_ < 255:
-                type_, offset = type_ + 1, 0
-            elif objectid < _MAX_U64:
-                objectid, type_, offset = objectid + 1, 0, 0
-            else:
-                return
-            if (objectid, type_, offset) > max_key:
-                return
+            search.resume_after(objectid, type_, offset)
 
 
-def inode_paths(subvolume: Path, inode: int) -> list[str]:
-    """Every path (hard link) of ``inode`` inside ``subvolume``, relative to its root."""
-    size = 64 * 1024
-    while True:
-        buf = ctypes.create_string_buffer(size)
-        args = _InoPathArgs(inum=inode, size=size, fspath=ctypes.addressof(buf))
-        with _opened(subvolume, "resolve inode in") as fd:
-            _ioctl(fd, _IOC_INO_PATHS, args, f"resolve inode {inode} in", subvolume)
-        _, missing, count, missed = struct.unpack_from("<IIII", buf.raw, 0)
-        if not missing and not missed:
-            break
-        size *= 4
-    offsets = struct.unpack_from(f"<{count}Q", buf.raw, 16)
-    raw = buf.raw
-    return [os.fsdecode(raw[16 + off : raw.index(b"\0", 16 + off)]) for off in offsets]
+def inodes_changed_since(subvolume: Path, transid: int) -> list[int]:
+    """Inode numbers of ``subvolume`` whose inode item was written after transaction ``transid``.
+
+    As ``btrfs subvolume find-new`` does for file data: only tree blocks
+    written since are read, so the cost follows the change. Writes not yet
+    on disk are not seen: :func:`sync` first.
+    """
+    found = []
+    header = _SEARCH_HEADER.unpack_from
+    inode_transid = _INODE_TRANSID.unpack_from
+    search = _Search(0, (SUBVOLUME_INODE, INODE_ITEM_KEY, 0), (_MAX_U64, 255, _MAX_U64), transid + 1)
+    args = search.args
+    # The hot loop of a diff: one unpack per item, nothing built for items of other types.
+    with _opened(subvolume, "search tree of") as fd:
+        while count := search.fetch(fd, subvolume):
+            pos = _Search.START
+            for _ in range(count):
+                _, objectid, offset, type_, length = header(args, pos)
+                if type_ == INODE_ITEM_KEY and inode_transid(args, pos + 32)[0] > transid:
+                    found.append(objectid)
+                pos += 32 + length
+            search.resume_after(objectid, type_, offset)
+    return found
+
+
+def inode_paths(subvolume: Path, inodes: Iterable[int]) -> dict[int, list[str]]:
+    """Every path (hard link) of each inode inside ``subvolume``, relative to its root."""
+    found = {}
+    with _opened(subvolume, "resolve inodes in") as fd:
+        for inode in inodes:
+            size = 4096
+            while True:
+                buf = ctypes.create_string_buffer(size)
+                args = _InoPathArgs(inum=inode, size=size, fspath=ctypes.addressof(buf))
+                _ioctl(fd, _IOC_INO_PATHS, args, f"resolve inode {inode} in", subvolume)
+                _, missing, count, missed = struct.unpack_from("<IIII", buf.raw, 0)
+                if not missing and not missed:
+                    break
+                size *= 16
+            raw = buf.raw
+            offsets = struct.unpack_from(f"<{count}Q", raw, 16)
+            found[inode] = [os.fsdecode(raw[16 + off : raw.index(b"\0", 16 + off)]) for off in offsets]
+    return found
 
 
 def child_subvolumes(path: Path) -> list[Path]:
@@ -446,7 +501,7 @@ def qgroup_usage(path: Path) -> QgroupUsage:
 
 
 def sync(path: Path) -> None:
-    """Commit the current transaction of the filesystem holding ``path``."""
+    """Write out dirty data and commit the current transaction of the filesystem holding ``path``."""
     with _opened(path, "sync") as fd:
         _ioctl(fd, _IOC_SYNC, 0, "sync btrfs holding", path)
 

@@ -19,30 +19,14 @@ candidate that was only read (atime) or written back unchanged is no change.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
-import struct
 from pathlib import Path
 
+# The naive comparison's own notion of "same entry", so both methods agree by construction.
+from drivebay.archive.changes import _signature as entry_signature
 from drivebay.fs import btrfs
 from drivebay.hookspecs.graph import Change, ChangeKind
-
-_INODE_TRANSID = struct.Struct("<8xQ")
-
-
-def changed_inodes(child: Path, since: int) -> set[int]:
-    """Inode numbers of subvolume ``child`` written after transaction ``since``."""
-    inodes = set()
-    for item in btrfs.tree_search(
-        child,
-        0,
-        min_key=(btrfs.SUBVOLUME_INODE, btrfs.INODE_ITEM_KEY, 0),
-        min_transid=since + 1,
-    ):
-        if item.type == btrfs.INODE_ITEM_KEY and _INODE_TRANSID.unpack_from(item.data)[0] > since:
-            inodes.add(item.objectid)
-    return inodes
 
 
 def _lstat(root: Path, rel: str) -> os.stat_result | None:
@@ -52,31 +36,8 @@ def _lstat(root: Path, rel: str) -> os.stat_result | None:
         return None
 
 
-def _xattrs(path: str) -> list[tuple[str, bytes]]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTSUP, errno.EPERM):
-            return []
-        raise
-    return sorted((name, os.getxattr(path, name, follow_symlinks=False)) for name in names)
-
-
 def _differs(child_root: Path, parent_root: Path, rel: str, new: os.stat_result, old: os.stat_result) -> bool:
-    if (new.st_mode, new.st_uid, new.st_gid, new.st_rdev, new.st_mtime_ns) != (
-        old.st_mode,
-        old.st_uid,
-        old.st_gid,
-        old.st_rdev,
-        old.st_mtime_ns,
-    ):
-        return True
-    if not stat.S_ISDIR(new.st_mode) and new.st_size != old.st_size:
-        return True
-    new_path, old_path = f"{child_root}{rel}", f"{parent_root}{rel}"
-    if stat.S_ISLNK(new.st_mode) and os.readlink(new_path) != os.readlink(old_path):
-        return True
-    return _xattrs(new_path) != _xattrs(old_path)
+    return entry_signature(f"{child_root}{rel}", new) != entry_signature(f"{parent_root}{rel}", old)
 
 
 def _join(rel: str, name: str) -> str:
@@ -152,12 +113,6 @@ class _Comparison:
             self.changes[rel] = ChangeKind.ADD
 
     def result(self) -> list[Change]:
-        """The changes, with every directory that holds one marked modified, as the naive walk does."""
-        for rel in list(self.changes):
-            head = rel.rpartition("/")[0]
-            while head and head not in self.changes:
-                self.changes[head] = ChangeKind.MODIFY
-                head = head.rpartition("/")[0]
         return sorted(Change(rel, kind) for rel, kind in self.changes.items())
 
 
@@ -170,14 +125,17 @@ def snapshot_changes(child: Path, parent: Path, since: int) -> list[Change]:
     """
     comparison = _Comparison(child, parent)
     candidates: set[str] = set()
-    for inode in changed_inodes(child, since):
-        paths = [""] if inode == btrfs.SUBVOLUME_INODE else ["/" + p for p in btrfs.inode_paths(child, inode)]
-        for rel in paths:
-            candidates.add(rel)
-            if not comparison.dir_in_both(rel):
-                continue
-            names = set(os.listdir(f"{child}{rel}")) | set(os.listdir(f"{parent}{rel}"))
-            candidates.update(_join(rel, name) for name in names)
+    inodes = btrfs.inodes_changed_since(child, since)
+    paths = [""] if btrfs.SUBVOLUME_INODE in inodes else []
+    inodes = [inode for inode in inodes if inode != btrfs.SUBVOLUME_INODE]
+    for found in btrfs.inode_paths(child, inodes).values():
+        paths.extend("/" + path for path in found)
+    for rel in paths:
+        candidates.add(rel)
+        if not comparison.dir_in_both(rel):
+            continue
+        names = set(os.listdir(f"{child}{rel}")) | set(os.listdir(f"{parent}{rel}"))
+        candidates.update(_join(rel, name) for name in names)
     candidates.discard("")
     # Parents before children, so a new or replaced directory covers what is under it.
     for rel in sorted(candidates, key=lambda p: (p.count("/"), p)):

@@ -215,8 +215,9 @@ class BtrfsDriver:
         if parent is None:
             return None
         origin = self._existing(parent)
-        # btrfs delays inode and root updates until a commit; both the generation
-        # check and the tree search below must see every write made so far.
+        # btrfs updates inode items (sizes) when dirty data is written out and
+        # root items at a commit; the generation check and the tree search below
+        # must see every write made so far.
         btrfs.sync(child)
         child_info = btrfs.subvolume_info(child)
         origin_info = btrfs.subvolume_info(origin)
