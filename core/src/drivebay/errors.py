@@ -78,6 +78,10 @@ class InvalidArchive(DrivebayError):
     """A tar stream or image archive cannot be read."""
 
 
+class ArchiveIOError(DrivebayError):
+    """Reading a tree into a layer tar, or writing a layer tar's members to disk, failed."""
+
+
 class DigestMismatch(InvalidArchive):
     """Content does not hash to the digest that names it."""
 
