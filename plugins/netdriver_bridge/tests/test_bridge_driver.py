@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from bridge_testkit import Namespaces, open_driver
-from drivebay_netdriver_bridge.firewall import TABLE
+from drivebay_netdriver_bridge.driver import BridgeDriver
+from drivebay_netdriver_bridge.firewall import TABLE, endpoint_tag, network_tag
 from drivebay_netdriver_bridge.ipam import DEFAULT_POOLS
 
 from drivebay.errors import AddressUnavailable, InvalidConfig, NetworkExists, NetworkInUse
@@ -45,6 +46,12 @@ def nft_rules() -> list[dict[str, object]]:
         if proc.returncode == 0:
             rules += [item["rule"] for item in json.loads(proc.stdout)["nftables"] if "rule" in item]
     return rules
+
+
+def scope_of(driver: NetworkDriver) -> str:
+    plugin = driver.loaded.plugin
+    assert isinstance(plugin, BridgeDriver)
+    return plugin.scope
 
 
 def ipam_rows(driver: NetworkDriver) -> tuple[int, int]:
@@ -270,7 +277,7 @@ def test_hook_net_program_external_connectivity_publishes_ports(
     with pytest.raises(AddressUnavailable, match="8080/tcp is already published"):
         driver.connect("n", netns.container(), ports=[PortMapping(8080, 81)])
     assert {r["comment"] for r in nft_rules() if str(r.get("comment", "")).startswith("ep:")} == {
-        f"ep:{endpoint.id[:32]}"
+        endpoint_tag(endpoint.id, scope_of(driver))
     }
 
 
@@ -284,7 +291,7 @@ def test_hook_net_revoke_external_connectivity_removes_exactly_its_rules(
     before = len(nft_rules())
     driver.disconnect("n", b1)
     comments = [r.get("comment") for r in nft_rules()]
-    assert len(comments) == before - 4 and comments.count(f"ep:{kept.id[:32]}") == 2
+    assert len(comments) == before - 4 and comments.count(endpoint_tag(kept.id, scope_of(driver))) == 2
 
 
 def test_masquerade_reaches_outside(driver: NetworkDriver, netns: Namespaces, outside: Path) -> None:
@@ -427,18 +434,30 @@ def test_hook_net_reconcile_after_kill_mid_connect_and_deleted_sandbox(
 
 def test_hook_net_reconcile_removes_leaked_records_links_and_rules(driver: NetworkDriver, netns: Namespaces) -> None:
     network = driver.create_network("n", IPv4Network("10.87.0.0/24"))
+    scope = scope_of(driver)
     hook = driver.loaded.hook
     hook.net_ipam_request_address(network=network, endpoint_id="f" * 64, address=None)
-    subprocess.run(["ip", "link", "add", "vdb0123456789ab", "type", "veth", "peer", "name", "leak1"], check=True)
-    subprocess.run(
-        ["nft", "add", "rule", "ip", TABLE, "output", "tcp", "dport", "1", "drop", "comment", '"ep:dead"'], check=True
-    )
+    bridge = network.driver_info["bridge"]
+    for leak, master in (("vdb0123456789ab", ["master", bridge]), ("vdb0123456789cd", [])):
+        subprocess.run(
+            ["ip", "link", "add", leak, *master, "type", "veth", "peer", "name", f"peer{leak[-4:]}"], check=True
+        )
+    for tag in (endpoint_tag("dead", scope), endpoint_tag("dead", "otherroot")):
+        rule = ["nft", "add", "rule", "ip", TABLE, "output", "tcp", "dport", "1", "drop", "comment", f'"{tag}"']
+        subprocess.run(rule, check=True)
+
     removed = hook.net_reconcile(networks=[network], endpoints=[])
+
     assert any("address 10.87.0.2" in line for line in removed)
     assert "interface vdb0123456789ab" in removed
-    assert any("'ep:dead'" in line for line in removed)
+    assert any(endpoint_tag("dead", scope) in line for line in removed)
     assert ipam_rows(driver) == (1, 0) and "vdb0123456789ab" not in host_links()
-    assert {r.get("comment") for r in nft_rules()} == {f"net:{network.id[:32]}"}
+    # What another drivebay root in the same namespace made is left alone.
+    assert "vdb0123456789cd" in host_links()
+    assert {r.get("comment") for r in nft_rules()} == {
+        network_tag(network.id, scope),
+        endpoint_tag("dead", "otherroot"),
+    }
 
 
 def test_host_binding_limits_published_ports(driver: NetworkDriver, netns: Namespaces, outside: Path) -> None:

@@ -11,6 +11,7 @@ so teardown and reconciliation find them without any record.
 from __future__ import annotations
 
 import errno
+import hashlib
 import re
 import shutil
 from collections.abc import Mapping
@@ -129,6 +130,7 @@ class BridgeDriver:
         self._ipr: IPRoute | None = None
         self._ipam: Ipam | None = None
         self._firewall: Firewall | None = None
+        self.scope = ""
 
     @property
     def ipr(self) -> IPRoute:
@@ -168,6 +170,8 @@ class BridgeDriver:
         if options:
             raise InvalidConfig(f"network driver 'bridge' takes no driver-wide options (got {', '.join(options)})")
         self._ipam = Ipam(state)
+        # Several roots may share one namespace; the scope marks this root's nft rules.
+        self.scope = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
 
     # -- IPAM -------------------------------------------------------------
 
@@ -224,14 +228,21 @@ class BridgeDriver:
         if not internal:
             write_sysctl("net.ipv4.ip_forward", "1")
         self.firewall.apply(
-            network_rules(network.id, bridge, network.subnet, icc=icc, masquerade=masquerade, internal=internal)
+            network_rules(
+                network_tag(network.id, self.scope),
+                bridge,
+                network.subnet,
+                icc=icc,
+                masquerade=masquerade,
+                internal=internal,
+            )
         )
         return {"bridge": bridge, "mtu": str(mtu)}
 
     @hookimpl
     def net_delete_network(self, network: Network) -> None:
         bridge = bridge_name(network)
-        self.firewall.remove({network_tag(network.id)}, bridges=[bridge])
+        self.firewall.remove({network_tag(network.id, self.scope)}, bridges=[bridge])
         _delete_link(self.ipr, bridge)
 
     # -- endpoints --------------------------------------------------------
@@ -319,12 +330,14 @@ class BridgeDriver:
             return
         if network.internal:
             raise InvalidConfig(f"network '{network.name}' is internal; ports cannot be published from it")
-        self.firewall.apply(port_rules(endpoint.id, endpoint.address, endpoint.ports, host_binding(network)))
+        self.firewall.apply(
+            port_rules(endpoint_tag(endpoint.id, self.scope), endpoint.address, endpoint.ports, host_binding(network))
+        )
 
     @hookimpl
     def net_revoke_external_connectivity(self, network: Network, endpoint: Endpoint) -> None:
         if endpoint.ports:
-            self.firewall.remove({endpoint_tag(endpoint.id)})
+            self.firewall.remove({endpoint_tag(endpoint.id, self.scope)})
 
     # -- reconciliation ---------------------------------------------------
 
@@ -332,16 +345,22 @@ class BridgeDriver:
     def net_reconcile(self, networks: list[Network], endpoints: list[Endpoint]) -> list[str]:
         removed = self.ipam.reconcile({n.id for n in networks}, {e.id for e in endpoints})
         known_ends = {host_end(e.id) for e in endpoints}
-        for link in self.ipr.get_links():
-            name = str(link.get("IFLA_IFNAME"))
-            if HOST_END.fullmatch(name) and name not in known_ends and _delete_link(self.ipr, name):
-                removed.append(f"interface {name}")
-        known_tags = {network_tag(n.id) for n in networks} | {endpoint_tag(e.id) for e in endpoints}
+        links = self.ipr.get_links()
+        names = {str(link.get("IFLA_IFNAME")) for link in links}
         known_bridges = {bridge_name(n) for n in networks}
-        snapshot = self.firewall.snapshot()
-        stale = {r.tag for r in snapshot[0]} - known_tags
-        stale_bridges = snapshot[1] - known_bridges
-        doomed = self.firewall.remove(stale, stale_bridges, snapshot)
+        ours = {int(link["index"]) for link in links if link.get("IFLA_IFNAME") in known_bridges}
+        for link in links:
+            # Only veths on this root's bridges: another root in the namespace owns the rest.
+            name = str(link.get("IFLA_IFNAME"))
+            stale = HOST_END.fullmatch(name) and name not in known_ends and link.get("IFLA_MASTER") in ours
+            if stale and _delete_link(self.ipr, name):
+                removed.append(f"interface {name}")
+        known_tags = {network_tag(n.id, self.scope) for n in networks}
+        known_tags |= {endpoint_tag(e.id, self.scope) for e in endpoints}
+        rules, bridges = self.firewall.snapshot()
+        stale_tags = {r.tag for r in rules if r.tag.endswith(f"@{self.scope}")} - known_tags
+        stale_bridges = {b for b in bridges if b not in names}
+        doomed = self.firewall.remove(stale_tags, stale_bridges, (rules, bridges))
         removed.extend(f"nft rule {r.family} {r.chain} '{r.tag}'" for r in doomed)
         removed.extend(f"nft bridges element {b}" for b in sorted(stale_bridges))
         return removed

@@ -3,8 +3,10 @@
 Two tables named :data:`TABLE`: ``ip`` for NAT and routed forwarding,
 ``bridge`` for ICC (traffic between ports of one bridge never reaches the
 ``ip`` forward hook). Every rule carries a comment tag, ``net:<id>`` or
-``ep:<id>``, so removing a network or endpoint deletes exactly its own rules
-and reconciliation can find rules whose owner is gone. The set ``bridges``
+``ep:<id>``, and the scope of the drivebay root that made it (several roots
+may share a namespace), so removing a network or endpoint deletes exactly its
+own rules and reconciliation finds rules whose owner is gone without touching
+another root's. The set ``bridges``
 holds the driver's bridge names, so one rule per network isolates it from all
 the others.
 """
@@ -44,12 +46,12 @@ class Rule:
     tag: str
 
 
-def network_tag(network_id: str) -> str:
-    return f"net:{network_id[:32]}"
+def network_tag(network_id: str, scope: str) -> str:
+    return f"net:{network_id[:32]}@{scope}"
 
 
-def endpoint_tag(endpoint_id: str) -> str:
-    return f"ep:{endpoint_id[:32]}"
+def endpoint_tag(endpoint_id: str, scope: str) -> str:
+    return f"ep:{endpoint_id[:32]}@{scope}"
 
 
 class Firewall:
@@ -105,40 +107,42 @@ class Firewall:
 
 
 def network_rules(
-    network_id: str, bridge: str, subnet: IPv4Network, *, icc: bool, masquerade: bool, internal: bool
+    tag: str, bridge: str, subnet: IPv4Network, *, icc: bool, masquerade: bool, internal: bool
 ) -> list[str]:
-    """The nft commands that give one network its NAT, isolation and ICC policy."""
-    tag = f'comment "{network_tag(network_id)}"'
+    """The nft commands, tagged ``tag``, that give one network its NAT, isolation and ICC policy."""
+    comment = f'comment "{tag}"'
     lines = [
         f'add element ip {TABLE} bridges {{ "{bridge}" }}',
         # Published ports reached from the host via 127.0.0.1 need a source the container can answer.
-        f'add rule ip {TABLE} postrouting ip saddr 127.0.0.0/8 oifname "{bridge}" masquerade {tag}',
+        f'add rule ip {TABLE} postrouting ip saddr 127.0.0.0/8 oifname "{bridge}" masquerade {comment}',
     ]
     if internal:
         lines += [
-            f'add rule ip {TABLE} forward iifname "{bridge}" oifname != "{bridge}" drop {tag}',
-            f'add rule ip {TABLE} forward oifname "{bridge}" iifname != "{bridge}" drop {tag}',
+            f'add rule ip {TABLE} forward iifname "{bridge}" oifname != "{bridge}" drop {comment}',
+            f'add rule ip {TABLE} forward oifname "{bridge}" iifname != "{bridge}" drop {comment}',
         ]
     else:
         lines.append(
-            f'add rule ip {TABLE} forward iifname "{bridge}" oifname != "{bridge}" oifname @bridges drop {tag}'
+            f'add rule ip {TABLE} forward iifname "{bridge}" oifname != "{bridge}" oifname @bridges drop {comment}'
         )
         if masquerade:
-            lines.append(f'add rule ip {TABLE} postrouting ip saddr {subnet} oifname != "{bridge}" masquerade {tag}')
+            lines.append(
+                f'add rule ip {TABLE} postrouting ip saddr {subnet} oifname != "{bridge}" masquerade {comment}'
+            )
     if not icc:
-        lines.append(f"add rule bridge {TABLE} forward ip saddr {subnet} ip daddr {subnet} drop {tag}")
+        lines.append(f"add rule bridge {TABLE} forward ip saddr {subnet} ip daddr {subnet} drop {comment}")
     return lines
 
 
 def port_rules(
-    endpoint_id: str, address: IPv4Interface, ports: Iterable[PortMapping], host_ip: IPv4Address | None
+    tag: str, address: IPv4Interface, ports: Iterable[PortMapping], host_ip: IPv4Address | None
 ) -> list[str]:
-    """DNAT rules that publish ``ports``, for traffic arriving at the host and from the host itself."""
-    tag = f'comment "{endpoint_tag(endpoint_id)}"'
+    """DNAT rules, tagged ``tag``, that publish ``ports`` for traffic arriving at the host and from the host itself."""
+    comment = f'comment "{tag}"'
     lines = []
     for port in ports:
         bound = port.host_ip or host_ip
         match = f"ip daddr {bound}" if bound else "fib daddr type local"
         target = f"{port.protocol} dport {port.host_port} dnat to {address.ip}:{port.container_port}"
-        lines += [f"add rule ip {TABLE} {chain} {match} {target} {tag}" for chain in ("prerouting", "output")]
+        lines += [f"add rule ip {TABLE} {chain} {match} {target} {comment}" for chain in ("prerouting", "output")]
     return lines
