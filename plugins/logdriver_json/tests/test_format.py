@@ -9,7 +9,11 @@ from pathlib import Path
 
 from json_log_fixtures import T0, make_driver, write_lines
 
+from drivebay.facades.log import LogDriver
 from drivebay.hookspecs.log import LogMessage, ReadConfig
+from drivebay.layers.schema import SCHEMA
+from drivebay.loader import KINDS, load_driver
+from drivebay.state import StateDB
 
 
 def _log_file(root: Path, name: str) -> Path:
@@ -123,3 +127,25 @@ def test_reader_skips_torn_and_garbage_lines(root: Path) -> None:
     path.write_bytes(first + b"not json at all\n" + b'{"log":"torn' + b"\n" + second + b'{"log":"half')
     assert [e.line for e in driver.read(info, ReadConfig())] == ["one", "two"]
     assert [e.line for e in driver.read(info, ReadConfig(tail=5))] == ["one", "two"]
+    write_lines(driver, info, [b"three"])  # a new writer starts on a fresh line after the torn one
+    assert [e.line for e in driver.read(info, ReadConfig())] == ["one", "two", "three"]
+
+
+def test_a_container_of_the_layer_store_logs_under_its_id(root: Path) -> None:
+    state = StateDB.for_root(root)
+    try:
+        state.ensure_schema(SCHEMA)
+        cid, image = "ab" * 32, "sha256:" + "cd" * 32
+        with state.transaction() as db:
+            db.execute("INSERT INTO layerstore_images VALUES (?, x'7b7d', NULL, 0)", (image,))
+            db.execute(
+                "INSERT INTO layerstore_containers VALUES (?, 'web', ?, 'init', 'rw', 'ready', 1, 0)", (cid, image)
+            )
+        driver = LogDriver(load_driver(KINDS["log"], "json-file"), root, {"tag": "{{.ID}} {{.ImageID}}"}, state)
+        info = driver.info_for("web")
+        assert info.container_root == root / "containers" / cid
+        write_lines(driver, info, [b"hi"])
+        assert (root / "containers" / cid / f"{cid}-json.log").exists()
+        assert next(iter(driver.read(driver.info_for(cid), ReadConfig()))).attrs["tag"] == "abababababab cdcdcdcdcdcd"
+    finally:
+        state.close()

@@ -323,10 +323,13 @@ def capture_command(writer: LogWriter, argv: Sequence[str]) -> int:
 class LogDriver:
     """A loaded log driver with core's shared options, ring buffer and reading helpers."""
 
-    def __init__(self, loaded: LoadedDriver, root: Path, options: Mapping[str, str]) -> None:
+    def __init__(
+        self, loaded: LoadedDriver, root: Path, options: Mapping[str, str], state: StateDB | None = None
+    ) -> None:
         self.loaded = loaded
         self.name = loaded.name
         self.root = root
+        self.state = state
         self._hook = loaded.hook
         self.capabilities: LogCapabilities = self._hook.log_capabilities()
         reason = self._hook.log_probe(root=root)
@@ -367,13 +370,19 @@ class LogDriver:
         image_id: str = "",
         options: Mapping[str, str] | None = None,
     ) -> LogInfo:
-        """The :class:`LogInfo` of container ``name`` (whose ID is ``container_id``, else the name itself)."""
+        """The :class:`LogInfo` of container ``name``.
+
+        Its ID is ``container_id``, else that of the layer store's container of
+        that name, else the name itself.
+        """
         if not NAME_PATTERN.fullmatch(name):
             raise UsageError(
                 f"invalid container name {name!r}: use letters, digits, '_', '.' and '-', starting with a "
                 "letter or digit, at least 2 characters"
             )
-        cid = container_id or name
+        known = None if container_id else self._container(name)
+        cid = container_id or (known[0] if known else name)
+        image_id = image_id or (known[1] if known else "")
         driver_options = self.options
         if options is not None:
             _, _, driver_options = self.split_options(options)
@@ -388,6 +397,22 @@ class LogDriver:
             env=dict(env or {}),
             labels=dict(labels or {}),
         )
+
+    def _container(self, name: str) -> tuple[str, str] | None:
+        """``(id, image ID)`` of the container named (or with the ID) ``name``, if the layer store has it.
+
+        Logs of containers live under their ID, as Docker keeps them; a name no
+        container has (``logs capture`` of a plain command) is its own ID.
+        """
+        if self.state is None:
+            return None
+        table = "layerstore_containers"
+        if not self.state.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)):
+            return None
+        rows = self.state.query(
+            f"SELECT id, image_id FROM {table} WHERE state='ready' AND (name=? OR id=?)", (name, name)
+        )
+        return (str(rows[0]["id"]), str(rows[0]["image_id"])) if rows else None
 
     def open(self, info: LogInfo) -> LogWriter:
         """Start writing the log of ``info``; use as a context manager or call ``close``."""
@@ -406,4 +431,4 @@ class LogDriver:
 def open_log_driver(config: Config, state: StateDB) -> LogDriver:
     """Load and check the configured log driver (config key ``log-driver``)."""
     loaded = load_driver(KINDS["log"], config.log_driver, echo_timings=config.debug)
-    return LogDriver(loaded, Path(config.root), dict(config.log_opts or {}))
+    return LogDriver(loaded, Path(config.root), dict(config.log_opts or {}), state)

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from drivebay.errors import DriverNotSupported, UsageError, VolumeExists, VolumeInUse, VolumeNotMounted
+from drivebay.errors import (
+    DriverNotSupported,
+    UsageError,
+    VolumeExists,
+    VolumeInUse,
+    VolumeNotFound,
+    VolumeNotMounted,
+)
 from drivebay.hookspecs.volume import Volume, VolumeCapabilities
 from drivebay.loader import KINDS, LoadedDriver, load_driver
 from drivebay.state import StateDB
@@ -117,7 +124,11 @@ class VolumeDriver:
         return self.inspect(name)
 
     def exists(self, name: str) -> bool:
-        return any(v.name == name for v in self._hook.volume_list())
+        try:
+            self._hook.volume_get(name=name)
+        except VolumeNotFound:
+            return False
+        return True
 
     def inspect(self, name: str) -> VolumeView:
         """Describe volume ``name``. Raises ``VolumeNotFound``."""

@@ -141,9 +141,11 @@ class JsonLogFile:
             os.close(self._dir_fd)
             raise
         self.size = os.fstat(self._fd).st_size
+        # A crash mid-line left a torn last line: the next record must not be glued to it.
+        self._torn = self.size > 0 and os.pread(self._fd, 1, self.size - 1) != b"\n"
 
     def _open_live(self) -> int:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         os.fchmod(fd, FILE_MODE)  # the umask must not widen or narrow Docker's 0640
         return fd
 
