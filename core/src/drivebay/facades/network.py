@@ -78,6 +78,9 @@ CREATE TABLE IF NOT EXISTS net_endpoints (
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 """Docker's rule for network names."""
 
+ID_PREFIX = re.compile(r"[0-9a-f]{3,64}")
+"""What ``network inspect`` and friends accept as an abbreviated network ID."""
+
 
 @dataclass(frozen=True)
 class NetworkRecord:
@@ -205,7 +208,7 @@ class NetworkDriver:
             "SELECT * FROM net_networks WHERE driver=? AND (name=? OR id=?) ORDER BY name=? DESC",
             (self.name, name_or_id, name_or_id, name_or_id),
         )
-        if not rows and len(name_or_id) >= 3:
+        if not rows and ID_PREFIX.fullmatch(name_or_id):
             rows = self.state.query(
                 "SELECT * FROM net_networks WHERE driver=? AND id LIKE ?", (self.name, f"{name_or_id}%")
             )
@@ -247,9 +250,7 @@ class NetworkDriver:
         network = self.network(name_or_id)
         rows = self.state.query("SELECT created FROM net_networks WHERE id=?", (network.id,))
         record = NetworkRecord(network, self.name, tuple(self.endpoints(network.id)), float(rows[0]["created"]))
-        oper = {
-            ep.id: dict(self._hook.net_endpoint_oper_info(network=network, endpoint=ep)) for ep in record.endpoints
-        }
+        oper = {ep.id: dict(self._hook.net_endpoint_oper_info(network=network, endpoint=ep)) for ep in record.endpoints}
         return record.to_json(oper)
 
     def find_endpoint(self, network: Network, container_id: str, request_ifname: str = "") -> Endpoint | None:
@@ -287,8 +288,14 @@ class NetworkDriver:
             db.execute(
                 "INSERT INTO net_networks VALUES (?, ?, ?, ?, ?, ?, '{}', 'creating', ?, ?)",
                 (
-                    self.name, network_id, name, str(pool.subnet), str(pool.gateway), json.dumps(options),
-                    os.getpid(), time.time(),
+                    self.name,
+                    network_id,
+                    name,
+                    str(pool.subnet),
+                    str(pool.gateway),
+                    json.dumps(options),
+                    os.getpid(),
+                    time.time(),
                 ),
             )
         try:
@@ -350,14 +357,20 @@ class NetworkDriver:
                 )
             self._check_ports_free(ports)
             allocated = self._hook.net_ipam_request_address(network=network, endpoint_id=endpoint_id, address=address)
-            endpoint = Endpoint(
-                endpoint_id, network.id, container_id, netns, allocated, ifname, tuple(ports)
-            )
+            endpoint = Endpoint(endpoint_id, network.id, container_id, netns, allocated, ifname, tuple(ports))
             db.execute(
                 "INSERT INTO net_endpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', '', '', 'creating', ?, ?)",
                 (
-                    endpoint_id, network.id, container_id, ifname, str(netns), inode, str(allocated),
-                    json.dumps([p.to_json() for p in ports]), os.getpid(), time.time(),
+                    endpoint_id,
+                    network.id,
+                    container_id,
+                    ifname,
+                    str(netns),
+                    inode,
+                    str(allocated),
+                    json.dumps([p.to_json() for p in ports]),
+                    os.getpid(),
+                    time.time(),
                 ),
             )
         try:
@@ -387,8 +400,9 @@ class NetworkDriver:
                         f"host port {taken.host_port}/{taken.protocol} is already published; choose another"
                     )
 
-    def disconnect(self, network_name: str, netns: Path | None = None, container_id: str | None = None,
-                   ifname: str = "") -> bool:
+    def disconnect(
+        self, network_name: str, netns: Path | None = None, container_id: str | None = None, ifname: str = ""
+    ) -> bool:
         """Detach an endpoint, found by ``container_id`` (default: the ``netns`` path) and ``ifname``.
 
         Works when the namespace is gone. Returns ``False`` when nothing was connected.
@@ -430,17 +444,14 @@ class NetworkDriver:
                 assert network_row is not None  # the foreign key guarantees it
                 self._teardown(_network_from_row(network_row), endpoint)
                 removed.append(f"endpoint {endpoint.id[:12]} ({endpoint.netns}, {endpoint.address})")
-        for row in self.state.query(
-            "SELECT * FROM net_networks WHERE driver=? AND state='creating'", (self.name,)
-        ):
+        for row in self.state.query("SELECT * FROM net_networks WHERE driver=? AND state='creating'", (self.name,)):
             pid = int(row["pid"])
             if pid == me or not _pid_alive(pid):
                 network = _network_from_row(row)
                 self._drop_network(network)
                 removed.append(f"network {network.name} ({network.subnet})")
         networks = [
-            _network_from_row(r)
-            for r in self.state.query("SELECT * FROM net_networks WHERE driver=?", (self.name,))
+            _network_from_row(r) for r in self.state.query("SELECT * FROM net_networks WHERE driver=?", (self.name,))
         ]
         known_ids = {n.id for n in networks}
         endpoints = [
