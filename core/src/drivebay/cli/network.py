@@ -38,16 +38,26 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("network", help="networks: create, connect namespaces, publish ports",
-                            description="Manage networks of the configured network driver.")
+    parser = sub.add_parser(
+        "network",
+        help="networks: create, connect namespaces, publish ports",
+        description="Manage networks of the configured network driver.",
+    )
     networks = parser.add_subparsers(dest="network_command", metavar="SUBCOMMAND", required=True)
 
     create = networks.add_parser("create", help="create a network", description="Create a network.")
     create.add_argument("name", metavar="NAME")
     create.add_argument("--subnet", type=_subnet, metavar="CIDR", help="subnet (default: a free Docker default pool)")
     create.add_argument("--gateway", type=_ipv4, metavar="IP", help="gateway address (default: first in subnet)")
-    create.add_argument("-o", "--opt", type=_key_value, action="append", default=[], metavar="K=V",
-                        help="driver option, Docker's names (repeatable)")
+    create.add_argument(
+        "-o",
+        "--opt",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="driver option, Docker's names (repeatable)",
+    )
     create.set_defaults(func=cmd_create)
 
     ls = networks.add_parser("ls", help="list networks", description="List networks.")
@@ -64,17 +74,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rm.add_argument("-f", "--force", action="store_true", help="disconnect connected endpoints first")
     rm.set_defaults(func=cmd_rm)
 
-    connect = networks.add_parser("connect", help="connect a network namespace",
-                                  description="Connect a network namespace to a network.")
+    connect = networks.add_parser(
+        "connect", help="connect a network namespace", description="Connect a network namespace to a network."
+    )
     connect.add_argument("name", metavar="NAME")
     connect.add_argument("--netns", required=True, type=Path, metavar="PATH", help="namespace (/run/netns/X)")
     connect.add_argument("--ip", type=_ipv4, metavar="IP", help="address to use (default: next free)")
-    connect.add_argument("-p", "--publish", action="append", default=[], metavar="HOSTPORT:CONTAINERPORT[/PROTO]",
-                         help="publish a port on the host (repeatable)")
+    connect.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        default=[],
+        metavar="HOSTPORT:CONTAINERPORT[/PROTO]",
+        help="publish a port on the host (repeatable)",
+    )
     connect.set_defaults(func=cmd_connect)
 
-    disconnect = networks.add_parser("disconnect", help="disconnect a network namespace",
-                                     description="Disconnect a network namespace from a network.")
+    disconnect = networks.add_parser(
+        "disconnect",
+        help="disconnect a network namespace",
+        description="Disconnect a network namespace from a network.",
+    )
     disconnect.add_argument("name", metavar="NAME")
     disconnect.add_argument("--netns", required=True, type=Path, metavar="PATH")
     disconnect.set_defaults(func=cmd_disconnect)
@@ -96,8 +116,13 @@ def cmd_ls(ctx: CliContext) -> int:
         ("NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY", "BRIDGE", "ENDPOINTS"),
         [
             (
-                r.network.id[:12], r.network.name, r.driver, str(r.network.subnet), str(r.network.gateway),
-                r.network.driver_info.get("bridge", ""), str(len(r.endpoints)),
+                r.network.id[:12],
+                r.network.name,
+                r.driver,
+                str(r.network.subnet),
+                str(r.network.gateway),
+                r.network.driver_info.get("bridge", ""),
+                str(len(r.endpoints)),
             )
             for r in records
         ],
@@ -127,5 +152,7 @@ def cmd_connect(ctx: CliContext) -> int:
 def cmd_disconnect(ctx: CliContext) -> int:
     a = ctx.args
     if not ctx.network().disconnect(a.name, a.netns.absolute()):
-        raise NetworkNotFound(f"'{a.netns}' is not connected to network '{a.name}'; see 'drivebay network inspect {a.name}'")
+        raise NetworkNotFound(
+            f"'{a.netns}' is not connected to network '{a.name}'; see 'drivebay network inspect {a.name}'"
+        )
     return 0

@@ -66,7 +66,11 @@ class PortMapping:
             raise InvalidConfig(
                 f"published port '{text}' is not HOSTPORT:CONTAINERPORT[/tcp|udp]; write it like 8080:80/tcp"
             ) from exc
-        if not sep or protocol not in PROTOCOLS or not all(0 < p < 65536 for p in (mapping.host_port, mapping.container_port)):
+        if (
+            not sep
+            or protocol not in PROTOCOLS
+            or not all(0 < p < 65536 for p in (mapping.host_port, mapping.container_port))
+        ):
             raise InvalidConfig(
                 f"published port '{text}' is not HOSTPORT:CONTAINERPORT[/tcp|udp] with ports 1-65535; "
                 "write it like 8080:80/tcp"
@@ -195,7 +199,7 @@ def net_capabilities() -> NetworkCapabilities:  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
-def net_probe(home: Path) -> str | None:  # type: ignore[empty-body]
+def net_probe(home: Path) -> str | None:
     """Tell whether this host can run the driver.
 
     Called by ``drivebay drivers`` and ``drivebay info`` before ``net_init``;
