@@ -473,10 +473,6 @@ class NetworkDriver:
                 removed.append(f"endpoint {endpoint.id[:12]} ({endpoint.container_id}, {endpoint.request_ifname})")
         return removed + self.reconcile()
 
-    def probe(self) -> str | None:
-        reason: str | None = self._hook.net_probe(home=self.home)
-        return reason
-
 
 def open_network_driver(config: Config, state: StateDB) -> NetworkDriver:
     """Load, check and initialise the configured network driver (config key ``network-driver``)."""

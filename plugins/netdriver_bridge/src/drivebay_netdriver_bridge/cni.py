@@ -44,7 +44,6 @@ VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 
 # Error codes fixed by the CNI spec; 100 and up are the plugin's own.
 INCOMPATIBLE_VERSION = 1
-UNSUPPORTED_FIELD = 2
 CONTAINER_UNKNOWN = 3
 INVALID_ENVIRONMENT = 4
 IO_FAILURE = 5
