@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from drivebay import archive
@@ -63,10 +64,10 @@ def bench_tools(runs: int) -> None:
         results: dict[str, list[float]] = {name: [] for name in names}
         for i in range(runs):
             a, b = mnt / f"a{i}", mnt / f"b{i}"
-            results["ioctl snapshot"].append(_timed(lambda a=a: btrfs.snapshot(source, a, readonly=False)))
-            results["cli snapshot"].append(_timed(lambda b=b: _cli("subvolume", "snapshot", str(source), str(b))))
-            results["ioctl delete"].append(_timed(lambda a=a: btrfs.delete_subvolume(a)))
-            results["cli delete"].append(_timed(lambda b=b: _cli("subvolume", "delete", str(b))))
+            results["ioctl snapshot"].append(_timed(partial(btrfs.snapshot, source, a, readonly=False)))
+            results["cli snapshot"].append(_timed(partial(_cli, "subvolume", "snapshot", str(source), str(b))))
+            results["ioctl delete"].append(_timed(partial(btrfs.delete_subvolume, a)))
+            results["cli delete"].append(_timed(partial(_cli, "subvolume", "delete", str(b))))
         for name, samples in results.items():
             print(f"{name:16s} median {_median(samples) * 1000:8.2f} ms over {runs} runs")
 
@@ -95,8 +96,8 @@ def bench_create(runs: int) -> None:
         graph.put("image")
         driver, bare = [], []
         for i in range(runs):
-            driver.append(_timed(lambda i=i: graph.create_rw(f"c{i}", "image")))
-            bare.append(_timed(lambda i=i: _cli("subvolume", "snapshot", str(image), str(mnt / f"bare{i}"))))
+            driver.append(_timed(partial(graph.create_rw, f"c{i}", "image")))
+            bare.append(_timed(partial(_cli, "subvolume", "snapshot", str(image), str(mnt / f"bare{i}"))))
         d, b = _median(driver), _median(bare)
         print(f"driver create_rw child of {FILES}-file layer: median {d * 1000:.2f} ms")
         print(f"bare `btrfs subvolume snapshot`:            median {b * 1000:.2f} ms")

@@ -10,7 +10,8 @@ change, not the image. From those blocks:
 - inodes written since the snapshot (content, mode, owner, xattrs, times,
   link count) give candidate paths, all their hard links included;
 - directories written since (an entry added, removed or renamed) add every
-  name they hold now or held in the origin, which is how deletions show up.
+  name they hold now or held in the origin, which is how deletions show up;
+  directories only read (atime) are not listed.
 
 Each candidate is then compared with the origin by the rules of the naive
 tree comparison (:func:`drivebay.archive.naive_changes`), so both agree: a
@@ -70,6 +71,17 @@ class _Comparison:
             self._both_dirs[rel] = known
         return known
 
+    def entries_unchanged(self, rel: str) -> bool:
+        """Whether directory ``rel`` (in both trees) was only read since the snapshot, not written.
+
+        Reading a directory updates its atime, which writes its inode item;
+        adding, removing or renaming an entry changes its ctime (which nothing
+        can set back) and its size, so listing it again would be wasted.
+        """
+        new = os.lstat(f"{self.child_root}{rel}")
+        old = os.lstat(f"{self.parent_root}{rel}")
+        return (new.st_ctime_ns, new.st_mtime_ns, new.st_size) == (old.st_ctime_ns, old.st_mtime_ns, old.st_size)
+
     def add_tree(self, rel: str) -> None:
         """Record ``rel`` and everything below it in the child as added."""
         self.changes[rel] = ChangeKind.ADD
@@ -113,6 +125,12 @@ class _Comparison:
             self.changes[rel] = ChangeKind.ADD
 
     def result(self) -> list[Change]:
+        """The changes, with every directory that holds one marked modified, as the naive walk does."""
+        for rel in list(self.changes):
+            head = rel.rpartition("/")[0]
+            while head and head not in self.changes:
+                self.changes[head] = ChangeKind.MODIFY
+                head = head.rpartition("/")[0]
         return sorted(Change(rel, kind) for rel, kind in self.changes.items())
 
 
@@ -132,7 +150,7 @@ def snapshot_changes(child: Path, parent: Path, since: int) -> list[Change]:
         paths.extend("/" + path for path in found)
     for rel in paths:
         candidates.add(rel)
-        if not comparison.dir_in_both(rel):
+        if not comparison.dir_in_both(rel) or comparison.entries_unchanged(rel):
             continue
         names = set(os.listdir(f"{child}{rel}")) | set(os.listdir(f"{parent}{rel}"))
         candidates.update(_join(rel, name) for name in names)
