@@ -6,7 +6,8 @@ Run: ``python plugins/logdriver_json/bench_json_file.py [--lines N] [--log-gb G]
    batches as ``logs capture`` hands them over, and compares with one buffered ``write`` of the same
    pre-formatted bytes.
 2. Builds a log of G GB (records copied in bulk), then times ``tail=100`` through the facade against reading
-   the whole file once. Both run with a warm page cache, which favours the full read.
+   the whole file once (warm page cache, which favours the full read), and ``drivebay logs --tail 100``
+   against ``drivebay logs`` of the whole log (both with the interpreter's start-up).
 
 Prints one JSON object with the figures.
 """
@@ -17,6 +18,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -79,11 +82,21 @@ def bench_tail(root: Path, size_gb: float) -> dict[str, float]:
     tail = list(driver.read(info, ReadConfig(tail=100)))
     tail_seconds = time.perf_counter() - started
     assert len(tail) == 100
+    command = [sys.executable, "-m", "drivebay.cli.main", "--root", str(root), "logs", "big"]
+    started = time.perf_counter()
+    subprocess.run([*command, "--tail", "100"], check=True, stdout=subprocess.DEVNULL)
+    cli_tail = time.perf_counter() - started
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    cli_full = time.perf_counter() - started
     return {
         "log_bytes": size,
         "read_whole_file_seconds": round(full_read, 4),
         "tail_100_seconds": round(tail_seconds, 5),
         "tail_vs_whole_file_ratio": round(tail_seconds / full_read, 5),
+        "cli_logs_tail_100_seconds": round(cli_tail, 3),
+        "cli_logs_whole_seconds": round(cli_full, 3),
+        "cli_tail_vs_cli_whole_ratio": round(cli_tail / cli_full, 5),
     }
 
 

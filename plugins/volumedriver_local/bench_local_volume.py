@@ -21,42 +21,35 @@ from drivebay.fs import mounts
 from drivebay.loader import KINDS, load_driver
 from drivebay.state import StateDB
 
-KINDS_OF_VOLUME = {"plain": {}, "tmpfs": {"type": "tmpfs", "device": "tmpfs", "o": "size=16m"}}
+KINDS_OF_VOLUME: dict[str, dict[str, str]] = {"plain": {}, "tmpfs": {"type": "tmpfs", "device": "tmpfs", "o": "size=16m"}}
 
 
-def _ms(action: Callable[[], object], rounds: int) -> float:
+def _ms(names: list[str], action: Callable[[str], object]) -> float:
+    """Milliseconds per call of ``action`` over ``names``."""
     started = time.perf_counter()
-    for _ in range(rounds):
-        action()
-    return round((time.perf_counter() - started) * 1000 / rounds, 3)
+    for name in names:
+        action(name)
+    return round((time.perf_counter() - started) * 1000 / len(names), 3)
+
+
+def bench_kind(driver: VolumeDriver, kind: str, options: dict[str, str], rounds: int) -> dict[str, float]:
+    names = [f"{kind}-{i}" for i in range(rounds)]
+    results = {
+        "create_ms": _ms(names, lambda name: driver.create(name, options)),
+        "first_mount_ms": _ms(names, lambda name: driver.mount(name, "first")),
+        "another_user_ms": _ms(names, lambda name: driver.mount(name, "second")),
+    }
+    _ms(names, lambda name: driver.unmount(name, "second"))
+    results["last_unmount_ms"] = _ms(names, lambda name: driver.unmount(name, "first"))
+    results["remove_ms"] = _ms(names, driver.remove)
+    return results
 
 
 def bench(root: Path, rounds: int) -> dict[str, dict[str, float]]:
     state = StateDB.for_root(root)
     driver = VolumeDriver(load_driver(KINDS["volume"], "local"), root, state)
-    results: dict[str, dict[str, float]] = {}
     try:
-        for kind, options in KINDS_OF_VOLUME.items():
-            names = [f"{kind}-{i}" for i in range(rounds)]
-            it = iter(names)
-            create = _ms(lambda: driver.create(next(it), options), rounds)
-            it = iter(names)
-            first_mount = _ms(lambda: driver.mount(next(it), "first"), rounds)
-            it = iter(names)
-            second_user = _ms(lambda: driver.mount(next(it), "second"), rounds)
-            it = iter(names)
-            _ms(lambda: driver.unmount(next(it), "second"), rounds)
-            it = iter(names)
-            last_unmount = _ms(lambda: driver.unmount(next(it), "first"), rounds)
-            it = iter(names)
-            remove = _ms(lambda: driver.remove(next(it)), rounds)
-            results[kind] = {
-                "create_ms": create,
-                "first_mount_ms": first_mount,
-                "another_user_ms": second_user,
-                "last_unmount_ms": last_unmount,
-                "remove_ms": remove,
-            }
+        results = {kind: bench_kind(driver, kind, options, rounds) for kind, options in KINDS_OF_VOLUME.items()}
     finally:
         state.close()
         mounts.unmount_all_under(root)

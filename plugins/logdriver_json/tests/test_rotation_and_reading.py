@@ -133,3 +133,29 @@ def test_missing_log_is_an_error_naming_the_container(root: Path) -> None:
     driver = make_driver(root)
     with pytest.raises(LogNotFound, match="'ghost'"):
         driver.read(driver.info_for("ghost"), ReadConfig())
+
+
+def test_reads_files_written_by_docker_and_plain_gzip(root: Path) -> None:
+    """Lines as Docker 20.10 writes them, a rotated .2.gz without a lastTime header, and a .1 not yet compressed."""
+    directory = root / "containers" / "dock"
+    directory.mkdir(parents=True)
+    base = directory / "dock-json.log"
+    docker_lines = [
+        b'{"log":"from docker \\u003c3\\n","stream":"stdout","time":"2026-11-23T10:27:18.1Z"}',
+        b'{"log":"part one ","stream":"stderr","time":"2026-11-23T10:27:18.2Z"}',
+        b'{"log":"and two\\n","stream":"stderr","time":"2026-11-23T10:27:18.2Z"}',
+    ]
+    with gzip.open(Path(f"{base}.2.gz"), "wb") as f:
+        f.write(docker_lines[0] + b"\n")
+    Path(f"{base}.1").write_bytes(docker_lines[1] + b"\n" + docker_lines[2] + b"\n")
+    base.write_bytes(b'{"log":"live\\n","stream":"stdout","attrs":{"tag":"t"},"time":"2026-11-23T10:27:19Z"}\n')
+    driver = make_driver(root)
+    entries = list(driver.read(driver.info_for("dock"), ReadConfig()))
+    assert [(e.source, e.line) for e in entries] == [
+        ("stdout", "from docker <3"),
+        ("stderr", "part one and two"),
+        ("stdout", "live"),
+    ]
+    assert entries[1].timestamp_ns == T0 + 200_000_000 and entries[2].attrs == {"tag": "t"}
+    since = list(driver.read(driver.info_for("dock"), ReadConfig(since_ns=T0 + 150_000_000)))
+    assert [e.line for e in since] == ["part one and two", "live"]

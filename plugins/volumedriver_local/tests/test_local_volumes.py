@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -187,7 +188,11 @@ def _loop_backing(image: Path) -> list[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
+needs_mkfs_ext4 = pytest.mark.skipif(shutil.which("mkfs.ext4") is None, reason="mkfs.ext4 is not installed")
+
+
 @needs_root
+@needs_mkfs_ext4
 def test_loop_mounted_ext4_image(driver: VolumeDriver, tmp_path: Path) -> None:
     image = tmp_path / "disk.img"
     with open(image, "wb") as f:
