@@ -214,6 +214,7 @@ def open_driver_case(name: str, workdir: Path, fstype: str | None = None) -> Ite
     require_root("drivers mount, chown and mknod")
     loaded, capabilities = driver_capabilities(name)
     fstype = fstype or capabilities.required_filesystem
+    workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         if fstype:
             reason = can_make(fstype)
@@ -222,7 +223,7 @@ def open_driver_case(name: str, workdir: Path, fstype: str | None = None) -> Ite
             root = stack.enter_context(scratch_filesystem(fstype, size_mb=SCRATCH_SIZE_MB, parent=workdir))
         else:
             root = workdir / "root"
-            root.mkdir(parents=True)
+            root.mkdir()
         reason = loaded.hook.graph_probe(home=root / name)
         if reason:
             pytest.skip(f"driver '{name}' is not supported on this host: {reason}")
