@@ -21,7 +21,10 @@ from drivebay.fs import mounts
 from drivebay.loader import KINDS, load_driver
 from drivebay.state import StateDB
 
-KINDS_OF_VOLUME: dict[str, dict[str, str]] = {"plain": {}, "tmpfs": {"type": "tmpfs", "device": "tmpfs", "o": "size=16m"}}
+KINDS_OF_VOLUME: dict[str, dict[str, str]] = {
+    "plain": {},
+    "tmpfs": {"type": "tmpfs", "device": "tmpfs", "o": "size=16m"},
+}
 
 
 def _ms(names: list[str], action: Callable[[str], object]) -> float:
