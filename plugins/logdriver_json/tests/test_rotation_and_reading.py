@@ -159,3 +159,14 @@ def test_reads_files_written_by_docker_and_plain_gzip(root: Path) -> None:
     assert entries[1].timestamp_ns == T0 + 200_000_000 and entries[2].attrs == {"tag": "t"}
     since = list(driver.read(driver.info_for("dock"), ReadConfig(since_ns=T0 + 150_000_000)))
     assert [e.line for e in since] == ["part one and two", "live"]
+
+
+def test_tail_agrees_with_a_full_read_across_read_blocks(root: Path) -> None:
+    driver = make_driver(root, {"max-size": "300k", "max-file": "5"})
+    info = driver.info_for("web")
+    lines = [f"{i:06d} ".encode() + b"w" * ((i * 7919) % 40000 if i % 97 == 0 else (i * 31) % 300) for i in range(3000)]
+    write_lines(driver, info, lines)
+    everything = [e.line for e in driver.read(info, ReadConfig())]
+    assert everything == [line.decode() for line in lines][-len(everything) :]
+    for tail in (1, 7, 500, 1999, len(everything), len(everything) + 10):
+        assert [e.line for e in driver.read(info, ReadConfig(tail=tail))] == everything[-tail:]
