@@ -27,7 +27,8 @@ def write(path: Path, text: str) -> Path:
 
 
 def args(**flags: object) -> argparse.Namespace:
-    values: dict[str, object] = {"config": None, "root": None, "storage_driver": None, "storage_opt": [], "debug": False}
+    values: dict[str, object] = {"config": None, "root": None, "storage_driver": None, "storage_opt": []}
+    values["debug"] = False
     values.update(flags)
     return argparse.Namespace(**values)
 

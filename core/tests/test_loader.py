@@ -141,7 +141,8 @@ def test_a_missing_hook_names_driver_and_hook(install_driver: InstallDriver) -> 
 
 
 def test_a_parameter_not_in_the_spec_is_refused(install_driver: InstallDriver) -> None:
-    install_driver("badparam", COMPLETE_DRIVER.replace("def graph_remove(self, layer_id)", "def graph_remove(self, id)"))
+    source = COMPLETE_DRIVER.replace("def graph_remove(self, layer_id)", "def graph_remove(self, id)")
+    install_driver("badparam", source)
     with pytest.raises(DriverContractError) as info:
         load_driver(GRAPH, "badparam")
     message = str(info.value)

@@ -132,7 +132,7 @@ def load_driver(kind: DriverKind, name: str, *, echo_timings: bool = False) -> L
     distribution to install) or ``DriverContractError`` naming the hook.
     """
     try:
-        manager_ext = stevedore_driver.DriverManager(
+        manager_ext: stevedore_driver.DriverManager[object] = stevedore_driver.DriverManager(
             namespace=kind.group, name=name, invoke_on_load=True, on_load_failure_callback=_reraise
         )
     except NoMatches as exc:

@@ -43,7 +43,7 @@ class TimingTracer:
             if hasattr(fn, f"{PROJECT}_spec")
         ]
         members = {name: _wrapper_for(name) for name in hook_names}
-        traced = type(f"TimingTracer[{spec.__name__}]", (cls,), members)
+        traced: type[TimingTracer] = type(f"TimingTracer[{spec.__name__}]", (cls,), members)
         return traced(echo=echo)
 
     def record(self, hook: str, seconds: float, failed: bool) -> None:

@@ -181,10 +181,9 @@ def free_bytes(path: Path) -> int:
 def test_a_child_of_a_200mb_layer_shares_extents_on_btrfs(open_vfs: OpenVfs) -> None:
     driver = open_vfs("btrfs")
     driver.create("big")
-    with driver.mounted("big") as view:
-        with open(view / "blob", "wb") as f:
-            for _ in range(200):
-                f.write(os.urandom(MIB))
+    with driver.mounted("big") as view, open(view / "blob", "wb") as f:
+        for _ in range(200):
+            f.write(os.urandom(MIB))
     before = free_bytes(driver.home)
     driver.create_rw("child", "big")
     used = before - free_bytes(driver.home)

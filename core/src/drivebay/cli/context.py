@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from drivebay.cli.output import print_json
 from drivebay.config import Config, load_config
@@ -17,13 +18,15 @@ if TYPE_CHECKING:
     from drivebay.facades.network import NetworkDriver
     from drivebay.facades.volume import VolumeDriver
 
+T = TypeVar("T")
+
 
 class CliContext:
     """Lazily opened config, state and drivers for one CLI invocation."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self._opened: list[Any] = []
+        self._drivers: dict[str, object] = {}
 
     @cached_property
     def config(self) -> Config:
@@ -57,11 +60,11 @@ class CliContext:
 
         return self._remember("log", lambda: open_log_driver(self.config, self.state))
 
-    def _remember(self, key: str, opener: Any) -> Any:
-        cache: dict[str, Any] = self.__dict__.setdefault("_drivers", {})
-        if key not in cache:
-            cache[key] = opener()
-        return cache[key]
+    def _remember(self, key: str, opener: Callable[[], T]) -> T:
+        """Open each driver kind once per invocation, on first use."""
+        if key not in self._drivers:
+            self._drivers[key] = opener()
+        return cast(T, self._drivers[key])
 
     def print_json(self, value: object) -> None:
         print_json(value)
