@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stevedore.extension import ExtensionManager
 
 from drivebay.errors import DriverContractError
 from drivebay.facades.graph import GraphDriver
@@ -42,10 +43,13 @@ def site(tmp_path: Path) -> Iterator[Path]:
     site.mkdir()
     sys.path.insert(0, str(site))
     importlib.invalidate_caches()
+    # stevedore caches each group's entry points per process; a real install happens between processes.
+    ExtensionManager.ENTRY_POINT_CACHE.pop(KINDS["graph"].group, None)
     try:
         yield site
     finally:
         sys.path.remove(str(site))
+        ExtensionManager.ENTRY_POINT_CACHE.pop(KINDS["graph"].group, None)
         for name in [m for m in sys.modules if m.startswith("drivebay_graphdriver_copy")]:
             del sys.modules[name]
 
