@@ -27,10 +27,6 @@ from drivebay.hookspecs import hookspec
 GROUP = "drivebay.logdrivers"
 PREFIX = "log_"
 
-STREAMS = ("stdout", "stderr")
-"""The stream names a message may carry, as Docker's ``Source``."""
-
-
 @dataclass(frozen=True)
 class LogCapabilities:
     """What a log driver declares it supports.

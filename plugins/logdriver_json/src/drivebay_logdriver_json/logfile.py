@@ -59,14 +59,12 @@ def gzip_header(last_time_ns: int) -> bytes:
     return b"\x1f\x8b\x08" + bytes([_GZIP_FEXTRA]) + b"\x00\x00\x00\x00\x00\xff" + struct.pack("<H", len(extra)) + extra
 
 
-def read_gzip_extra(path: Path) -> bytes | None:
-    """The FEXTRA field of a gzip file, or ``None`` when it has none."""
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:2] != b"\x1f\x8b" or not head[3] & _GZIP_FEXTRA:
-            return None
-        (length,) = struct.unpack("<H", head[10:12])
-        return f.read(length)
+def gzip_extra(head: bytes) -> bytes | None:
+    """The FEXTRA field of a gzip file whose first bytes are ``head``, or ``None`` when it has none."""
+    if len(head) < 12 or head[:2] != b"\x1f\x8b" or not head[3] & _GZIP_FEXTRA:
+        return None
+    (length,) = struct.unpack("<H", head[10:12])
+    return head[12 : 12 + length]
 
 
 def compress_file(source: Path, last_time_ns: int) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from drivebay.errors import LogNotFound
 from drivebay.hookspecs.log import LogEntry, LogInfo, ReadConfig
 from drivebay_logdriver_json.jsonline import Record, RecordDecoder, TimeParser
-from drivebay_logdriver_json.logfile import log_path, read_gzip_extra, rotated_pattern, writer_active
+from drivebay_logdriver_json.logfile import gzip_extra, log_path, rotated_pattern, writer_active
 
 CHUNK = 1 << 16
 IDENTITY_BYTES = 1 << 16
@@ -100,7 +100,7 @@ class OpenFile:
     def last_time_ns(self, decoder: RecordDecoder) -> int | None:
         """The time of the last line: from the gzip header (Docker's ``lastTime``) or the file's end."""
         if self.compressed:
-            extra = read_gzip_extra(self.path) if self.path.exists() else None
+            extra = gzip_extra(os.pread(self.fd, 12 + 0xFFFF, 0))
             if extra:
                 try:
                     return TimeParser()(str(json.loads(extra)["lastTime"]))
