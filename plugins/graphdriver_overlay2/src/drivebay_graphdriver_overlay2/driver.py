@@ -41,10 +41,12 @@ PRIVATE_XATTRS = ("trusted.overlay.", "user.overlay.")
 OPTIONS = ("size", "mount_program")
 
 
-def native_diff_blocker(mount_program: str | None) -> str | None:
+def native_diff_blocker(mount_program: str | None, userxattr: bool) -> str | None:
     """Why the upper directory alone would not describe a layer's change, or None if it does."""
     if mount_program:
         return f"layers are mounted by {mount_program}, whose upper-dir format may differ"
+    if userxattr:
+        return "overlay keeps opaque dirs in user.overlay.* xattrs (userxattr)"
     for parameter in ("redirect_dir", "metacopy"):
         if kernel_parameter(parameter) in ("Y", "on"):
             return f"the kernel's overlay has {parameter} on"
@@ -120,7 +122,7 @@ class Overlay2Driver:
                 raise DriverNotSupported(NAME, reason, "set root to another filesystem, or choose vfs")
             self.userxattr = os.geteuid() != 0
             self._mounter = KernelOverlay(userxattr=self.userxattr)
-        self.native_blocker = native_diff_blocker(self.mount_program)
+        self.native_blocker = native_diff_blocker(self.mount_program, self.userxattr)
         self._layout = Overlay2Layout(home)
         self.layout.make_dirs()
 
