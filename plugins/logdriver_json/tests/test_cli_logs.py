@@ -55,3 +55,12 @@ def test_logs_errors_are_one_line(root: Path) -> None:
     assert drivebay(root, "logs", "web", "--since", "someday").returncode == 2
     not_found = drivebay(root, "logs", "capture", "web", "--", "/no/such/command")
     assert not_found.returncode == 127 and "cannot run" in not_found.stderr
+
+
+def test_capture_of_a_huge_line_comes_back_whole(root: Path) -> None:
+    script = "import sys; sys.stdout.write('é' * 1_500_000 + '\\n' + 'after\\n')"
+    assert drivebay(root, "logs", "capture", "web", "--", sys.executable, "-c", script).returncode == 0
+    stored = (root / "containers/web/web-json.log").read_text().splitlines()
+    assert len(stored) > 180 and all(len(json.loads(line)["log"].encode()) <= 16384 for line in stored)
+    shown = drivebay(root, "logs", "web").stdout.splitlines()
+    assert shown == ["é" * 1_500_000, "after"]
