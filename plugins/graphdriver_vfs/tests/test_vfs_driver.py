@@ -60,6 +60,18 @@ def test_hook_graph_create_child_copies_parent_exactly(vfs: GraphDriver) -> None
     assert not [c for c in changes if "/bin" in c or c.endswith(("/null", "/fifo"))], changes
 
 
+def test_hook_graph_create_rw_is_a_writable_copy(vfs: GraphDriver) -> None:
+    vfs.create_from_tar("image", None, layer_tar({"etc/": None, "etc/os-release": b"ID=test\n"}))
+    vfs.create_rw("container", "image")
+    with vfs.mounted("container") as view:
+        (view / "etc" / "os-release").write_text("ID=changed\n")
+        (view / "log").write_text("written\n")
+    with vfs.mounted("image") as view:
+        assert (view / "etc" / "os-release").read_text() == "ID=test\n"
+    assert [r.rw for r in vfs.records()] == [False, True]
+    assert {str(c) for c in vfs.changes("container")} >= {"C /etc/os-release", "A /log"}
+
+
 def test_hook_graph_get_is_the_layer_directory_and_put_mounts_nothing(vfs: GraphDriver) -> None:
     vfs.create("base")
     path = vfs.get("base")

@@ -335,12 +335,17 @@ class GraphDriver:
             self.put(layer_id)
 
     def mounts(self, layer_id: str) -> list[Mount]:
-        self._ready_row(layer_id)
+        """How to mount ``layer_id`` yourself, as a containerd snapshotter answers.
+
+        A driver without a native description gets a bind mount of its merged
+        view; that view must exist, so the layer is mounted and one reference
+        taken, which the caller releases with :meth:`put` when done.
+        """
+        rw = bool(self._ready_row(layer_id)["rw"])
         described = self._hook.graph_mounts(layer_id=layer_id)
         if described is not None:
             return list(described)
-        path = self._hook.graph_get(layer_id=layer_id)
-        rw = bool(self._ready_row(layer_id)["rw"])
+        path = self._get(layer_id)
         return [Mount("bind", str(path), ("rbind", "rw" if rw else "ro"))]
 
     def cleanup(self) -> None:
