@@ -82,7 +82,7 @@ def test_depth_limit_is_checked_before_the_driver_is_called(graph: GraphDriver) 
     graph.create("l2", "l1")
     graph.create("l3", "l2")
     calls = len(graph.loaded.tracer.calls)
-    with pytest.raises(DepthLimitExceeded, match="4 layers deep.*at most 3"):
+    with pytest.raises(DepthLimitExceeded, match=r"4 layers deep.*at most 3"):
         graph.create("l4", "l3")
     assert len(graph.loaded.tracer.calls) == calls, "no driver hook runs for a refused layer"
     assert not graph.exists("l4")
