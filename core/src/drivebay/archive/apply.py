@@ -53,7 +53,9 @@ def member_parts(name: str, what: str = "entry") -> tuple[str, ...]:
     """
     if name.startswith("/"):
         raise UnsafeArchive(f"layer tar {what} '{name}' is an absolute path; refusing to write outside the layer")
-    parts = tuple(part for part in name.split("/") if part and part != ".")
+    parts = tuple(name.rstrip("/").split("/"))
+    if "" in parts or "." in parts:
+        parts = tuple(part for part in parts if part and part != ".")
     if ".." in parts:
         raise UnsafeArchive(f"layer tar {what} '{name}' contains '..'; refusing to write outside the layer")
     return parts
@@ -244,8 +246,7 @@ class _Applier:
             self._clear_path(parent_fd, name, parts, os.stat(name, dir_fd=parent_fd, follow_symlinks=False))
             fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
         try:
-            while data := reader.read_data(_WRITE_CHUNK):
-                view = memoryview(data)
+            while view := reader.read_data(_WRITE_CHUNK):
                 while view:
                     view = view[os.write(fd, view) :]
             self.size += hdr.size

@@ -160,11 +160,20 @@ class TarReader:
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._buf = b""
+        self._view = memoryview(self._buf)
         self._pos = 0
         self._pending = 0
         self._pad = 0
 
+    def _fill(self) -> bool:
+        chunk = self._stream.read(self.CHUNK)
+        self._buf = chunk
+        self._view = memoryview(chunk)
+        self._pos = 0
+        return bool(chunk)
+
     def _take(self, n: int) -> bytes:
+        """Exactly ``n`` bytes (fewer only at the end of the stream), copied: for headers and padding."""
         end = self._pos + n
         if end <= len(self._buf):
             out = self._buf[self._pos : end]
@@ -172,33 +181,34 @@ class TarReader:
             return out
         parts = [self._buf[self._pos :]]
         have = len(parts[0])
-        while have < n:
-            chunk = self._stream.read(max(self.CHUNK, n - have))
-            if not chunk:
-                break
-            parts.append(chunk)
-            have += len(chunk)
-        self._buf = b"".join(parts)
-        out = self._buf[:n]
-        self._pos = len(out)
-        return out
+        while have < n and self._fill():
+            part = self._buf[: n - have]
+            self._pos = len(part)
+            parts.append(part)
+            have += len(part)
+        return b"".join(parts)
 
-    def read_data(self, n: int) -> bytes:
-        """Up to ``n`` bytes of the current member's data; ``b""`` at its end."""
+    def read_data(self, n: int) -> memoryview:
+        """Up to ``n`` bytes of the current member's data, without copying; empty at its end."""
         n = min(n, self._pending)
-        out = self._take(n)
-        if len(out) != n:
+        if not n:
+            return memoryview(b"")
+        if self._pos >= len(self._buf) and not self._fill():
             raise InvalidArchive("the layer tar ends in the middle of a member; the stream is truncated")
-        self._pending -= n
+        end = min(self._pos + n, len(self._buf))
+        out = self._view[self._pos : end]
+        self._pending -= end - self._pos
+        self._pos = end
         if not self._pending and self._pad:
-            self._take(self._pad)
+            if len(self._take(self._pad)) != self._pad:
+                raise InvalidArchive("the layer tar ends in the middle of a member; the stream is truncated")
             self._pad = 0
         return out
 
     def skip_data(self) -> None:
         """Skip what is left of the current member's data."""
         while self._pending:
-            self.read_data(self.CHUNK)
+            self.read_data(self._pending)
 
     def _start(self, size: int) -> None:
         self._pending = size
@@ -208,14 +218,12 @@ class TarReader:
         self._start(size)
         parts = []
         while self._pending:
-            parts.append(self.read_data(self.CHUNK))
+            parts.append(self.read_data(self._pending))
         return b"".join(parts)
 
     def drain(self) -> None:
         """Read the stream to its end, as moby does, so that callers hashing it see every byte."""
-        self._buf = b""
-        self._pos = 0
-        while self._stream.read(self.CHUNK):
+        while self._fill():
             pass
 
     def next(self) -> Header | None:
@@ -251,7 +259,8 @@ class TarReader:
 
 def _verify_checksum(block: bytes) -> None:
     stored = _number(block[148:156], "checksum")
-    unsigned = sum(block[:148]) + 256 + sum(block[156:])
+    # The checksum is computed with its own field read as eight spaces.
+    unsigned = sum(block) - sum(block[148:156]) + 256
     if stored == unsigned:
         return
     signed = sum(b - 256 if b > 127 else b for b in block[:148] + block[156:]) + 256
@@ -260,6 +269,11 @@ def _verify_checksum(block: bytes) -> None:
 
 
 def _number(field_bytes: bytes, what: str) -> int:
+    try:
+        # The common case: octal digits ended by NUL or space.
+        return int(field_bytes.rstrip(b"\x00 ") or b"0", 8)
+    except ValueError:
+        pass  # base-256, leading spaces or garbage after a NUL: the careful path below
     if field_bytes[:1] and field_bytes[0] & 0x80:
         # GNU base-256: big-endian two's complement, first byte's top bit set.
         value = int.from_bytes(field_bytes, "big", signed=False) & ~(0x80 << (8 * (len(field_bytes) - 1)))
