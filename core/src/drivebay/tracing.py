@@ -2,7 +2,7 @@
 
 It is an ordinary non-driver plugin, the model for third-party wrappers
 (entry-point group ``drivebay.wrappers``). ``drivebay --debug`` echoes each
-call with its duration to stderr; ``drivebay bench`` reads :attr:`calls`.
+call with its duration to stderr; ``drivebay bench`` reads :meth:`totals`.
 """
 
 from __future__ import annotations
@@ -11,28 +11,18 @@ import inspect
 import sys
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from drivebay.hookspecs import PROJECT, hookimpl
 
 
-@dataclass(frozen=True)
-class HookCall:
-    """One finished driver call."""
-
-    hook: str
-    seconds: float
-    failed: bool
-
-
 class TimingTracer:
-    """Records ``(hook, seconds)`` for every call; subclasses add one wrapper per hook."""
+    """Sums calls and seconds per hook (bounded memory, however long it runs); subclasses add one wrapper per hook."""
 
     def __init__(self, echo: bool = False) -> None:
         self.echo = echo
-        self.calls: list[HookCall] = []
+        self._totals: dict[str, dict[str, float]] = {}
 
     @classmethod
     def for_kind(cls, spec: ModuleType, echo: bool = False) -> TimingTracer:
@@ -47,19 +37,20 @@ class TimingTracer:
         return traced(echo=echo)
 
     def record(self, hook: str, seconds: float, failed: bool) -> None:
-        self.calls.append(HookCall(hook, seconds, failed))
+        entry = self._totals.setdefault(hook, {"calls": 0, "seconds": 0.0, "failed": 0})
+        entry["calls"] += 1
+        entry["seconds"] += seconds
+        entry["failed"] += int(failed)
         if self.echo:
             status = " (failed)" if failed else ""
             print(f"drivebay: {hook} {seconds * 1000:.2f} ms{status}", file=sys.stderr)
 
     def totals(self) -> dict[str, dict[str, float]]:
-        """Calls and seconds per hook, for bench's JSON."""
-        out: dict[str, dict[str, float]] = {}
-        for call in self.calls:
-            entry = out.setdefault(call.hook, {"calls": 0, "seconds": 0.0})
-            entry["calls"] += 1
-            entry["seconds"] += call.seconds
-        return out
+        """Calls, failed calls and seconds per hook since the last :meth:`reset`, for bench's JSON."""
+        return {hook: dict(entry) for hook, entry in self._totals.items()}
+
+    def reset(self) -> None:
+        self._totals.clear()
 
 
 def _wrapper_for(hook: str) -> Callable[..., Any]:

@@ -94,7 +94,7 @@ def _run_one(env: BenchEnv, workload_cls: type[Workload], repeat: int, result: R
         workload.setup(env)
         try:
             workload.before_timed(env, False)
-            tracer.calls.clear()
+            tracer.reset()
             result.driver_series.timings.append(timed(lambda w=workload: w.run(env)))  # type: ignore[misc]
             for hook, totals in tracer.totals().items():
                 entry = result.hooks.setdefault(hook, {"calls": 0, "seconds": 0.0})
