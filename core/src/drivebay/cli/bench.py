@@ -66,7 +66,8 @@ def run(ctx: CliContext) -> int:
         results = run_bench(
             drivers, targets, workloads, repeat, scale, lambda text: progress.update(task, description=text)
         )
-    out = Console()
+    # A log or pipe gets wide tables rather than rich's 80-column default.
+    out = Console() if sys.stdout.isatty() else Console(width=200)
     print_tables(results, out)
     if args.markdown:
         print(markdown(results))
