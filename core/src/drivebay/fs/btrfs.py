@@ -301,7 +301,8 @@ class _Search:
         max_key: tuple[int, int, int],
         min_transid: int,
     ) -> None:
-        self.args = bytearray(self.START + _SEARCH_BUFFER)
+        # 16 bytes of slack after the kernel's buffer, so a fixed-size read at any item never runs off the end.
+        self.args = bytearray(self.START + _SEARCH_BUFFER + 16)
         struct.pack_into("<Q", self.args, ctypes.sizeof(_SearchKey), _SEARCH_BUFFER)
         self.tree_id = tree_id
         self.next_key: tuple[int, int, int] | None = min_key
@@ -373,19 +374,22 @@ def inodes_changed_since(subvolume: Path, transid: int) -> list[int]:
     on disk are not seen: :func:`sync` first.
     """
     found = []
-    header = _SEARCH_HEADER.unpack_from
-    inode_transid = _INODE_TRANSID.unpack_from
+    # The hot loop of a diff: one unpack per item (objectid, type, length and,
+    # if it is an inode item, its transid), nothing built for other items.
+    item = struct.Struct("<8xQ8xII8xQ").unpack_from
     search = _Search(0, (SUBVOLUME_INODE, INODE_ITEM_KEY, 0), (_MAX_U64, 255, _MAX_U64), transid + 1)
     args = search.args
-    # The hot loop of a diff: one unpack per item, nothing built for items of other types.
     with _opened(subvolume, "search tree of") as fd:
         while count := search.fetch(fd, subvolume):
-            pos = _Search.START
+            pos = last = _Search.START
             for _ in range(count):
-                _, objectid, offset, type_, length = header(args, pos)
-                if type_ == INODE_ITEM_KEY and inode_transid(args, pos + 32)[0] > transid:
+                # ``written`` is read past short items' ends (into the slack), and used only for inode items.
+                objectid, type_, length, written = item(args, pos)
+                if type_ == INODE_ITEM_KEY and written > transid:
                     found.append(objectid)
+                last = pos
                 pos += 32 + length
+            _, objectid, offset, type_, _ = _SEARCH_HEADER.unpack_from(args, last)
             search.resume_after(objectid, type_, offset)
     return found
 
