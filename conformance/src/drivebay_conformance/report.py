@@ -32,7 +32,7 @@ def case_key(item: pytest.Item) -> tuple[str, str]:
     case = getattr(item, "originalname", item.name)
     if isinstance(pair, tuple):
         driver = pair[0]
-        params = {"to": pair[1], **params}
+        params = {"to": pair[1], **params} if pair[1] else params
     if params:
         case += "[" + "-".join(str(getattr(v, "name", v)) for v in params.values()) + "]"
     return str(driver or "(no driver)"), case
