@@ -23,6 +23,7 @@ import pytest
 import zstandard
 
 from drivebay.facades.graph import GraphDriver
+from drivebay.fs.loopfs import can_make, scratch_filesystem
 from drivebay.fs.mounts import unmount_all_under
 from drivebay.layers import Stores, open_stores
 from drivebay.loader import KINDS, installed_drivers, load_driver
@@ -82,6 +83,22 @@ def open_graph(root: Path, name: str) -> GraphDriver:
     if reason is not None:
         pytest.skip(f"graph driver '{name}' is not supported here: {reason}")
     return GraphDriver(loaded, home=root / name, state=StateDB.for_root(root), options={})
+
+
+@contextmanager
+def root_for_driver(tmp_path: Path, name: str) -> Iterator[Path]:
+    """A root for driver ``name``: ``tmp_path/root``, or on a scratch filesystem of the type it requires."""
+    if name not in {d.name for d in installed_drivers(KINDS["graph"])}:
+        pytest.skip(f"graph driver '{name}' is not installed")
+    required = load_driver(KINDS["graph"], name).hook.graph_capabilities().required_filesystem
+    if required is None:
+        yield tmp_path / "root"
+        return
+    reason = can_make(required)
+    if reason is not None:
+        pytest.skip(f"graph driver '{name}' needs {required}, which cannot be made here: {reason}")
+    with scratch_filesystem(required, size_mb=1024, parent=tmp_path) as mount_point:
+        yield mount_point / "root"
 
 
 @contextmanager

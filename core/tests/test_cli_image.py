@@ -107,10 +107,11 @@ def test_import_and_oci_save(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["image", "rm", "example/none:1"], 1, "no image named 'example/none:1'"),
-        (["image", "history", "Bad:Ref"], 1, "invalid image reference"),
-        (["container", "create", "c", "example/none:1"], 1, "no image named"),
-        (["container", "mount", "nobody"], 1, "no container named 'nobody'"),
+        (["image", "rm", "example/none:1"], 1, "drivebay: no image named 'example/none:1'"),
+        (["image", "history", "Bad:Ref"], 2, "drivebay: invalid image reference 'Bad:Ref'"),
+        (["container", "create", "c", "example/none:1"], 1, "drivebay: no image named"),
+        (["container", "create", "bad/name", "example/none:1"], 2, "drivebay: invalid container name"),
+        (["container", "mount", "nobody"], 1, "drivebay: no container named 'nobody'"),
         (["image", "load"], 2, "-i"),
         (["image", "save", "x", "-o", "out.tar", "--format", "zip"], 2, "invalid choice"),
     ],
@@ -119,7 +120,7 @@ def test_errors_are_one_line_with_the_exit_code(tmp_path: Path, args: list[str],
     result = run_cli(tmp_path / "root", "vfs", *args, check=False)
     assert result.returncode == code
     assert message in result.stderr
-    if code == 1:
+    if message.startswith("drivebay:"):
         assert result.stderr.count("\n") == 1
 
 

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from layer_fixtures import (
     layer_tar,
     needs_root,
     opened_stores,
+    root_for_driver,
     run_cli,
     sha256,
     store_snapshot,
@@ -33,6 +35,8 @@ from layer_fixtures import (
 
 from drivebay.layers import Stores
 from drivebay.layers.crashpoints import ENV
+from drivebay.layers.progress import LoadProgress
+from drivebay.layers.transfer import load_archive
 
 pytestmark = needs_root
 
@@ -83,18 +87,21 @@ def _expected_driver_ids(stores: Stores) -> set[str]:
     return ids
 
 
-def _check_driver(tmp_path: Path, driver: str) -> Path:
-    """The root for ``driver``; skips when the host cannot run it."""
-    root = tmp_path / "root"
-    with opened_stores(root, driver):
-        pass
-    return root
+@pytest.fixture
+def driver_root(tmp_path: Path, driver: str) -> Iterator[Path]:
+    """A root for ``driver``: on a scratch filesystem of the type it requires; skips when the host cannot."""
+    with root_for_driver(tmp_path, driver) as root:
+        with opened_stores(root, driver):
+            pass
+        yield root
 
 
 @pytest.mark.parametrize("driver", supported_graph_drivers())
 @pytest.mark.parametrize("point", LOAD_POINTS)
-def test_load_killed_at_any_point_leaves_a_consistent_store(tmp_path: Path, driver: str, point: str) -> None:
-    root = _check_driver(tmp_path, driver)
+def test_load_killed_at_any_point_leaves_a_consistent_store(
+    tmp_path: Path, driver_root: Path, driver: str, point: str
+) -> None:
+    root = driver_root
     spec = ImageSpec(["example/crash:1"], [_big_layer(400, "base"), layer_tar(WHITEOUT_LAYER)])
     archive = write_docker_archive(tmp_path / "image.tar", [spec])
     killed = run_cli(root, driver, "image", "load", "-q", "-i", archive, env={ENV: point}, check=False)
@@ -118,17 +125,19 @@ def test_load_killed_at_any_point_leaves_a_consistent_store(tmp_path: Path, driv
 
 @pytest.mark.parametrize("driver", supported_graph_drivers())
 @pytest.mark.parametrize("point", COMMIT_POINTS)
-def test_commit_killed_at_any_point_leaves_a_consistent_store(tmp_path: Path, driver: str, point: str) -> None:
-    root = _check_driver(tmp_path, driver)
+def test_commit_killed_at_any_point_leaves_a_consistent_store(
+    tmp_path: Path, driver_root: Path, driver: str, point: str
+) -> None:
+    root = driver_root
     archive = write_docker_archive(tmp_path / "image.tar", [ImageSpec(["example/base:1"], [layer_tar(BASE_LAYER)])])
-    run_cli(root, driver, "image", "load", "-q", "-i", archive)
-    run_cli(root, driver, "container", "create", "c1", "example/base:1")
-    view = Path(run_cli(root, driver, "container", "mount", "c1").stdout.strip())
-    for n in range(300):
-        (view / "etc" / f"added-{n}").write_bytes(b"added\n" * 1700)
-    (view / "etc" / "passwd").unlink()
-    run_cli(root, driver, "container", "unmount", "c1")
     with opened_stores(root, driver) as stores:
+        load_archive(archive, stores.images, LoadProgress())
+        stores.containers.create("c1", "example/base:1")
+        view = stores.containers.mount("c1")
+        for n in range(300):
+            (view / "etc" / f"added-{n}").write_bytes(b"added\n" * 1700)
+        (view / "etc" / "passwd").unlink()
+        stores.containers.unmount("c1")
         before = store_snapshot(root, stores)
 
     killed = run_cli(root, driver, "container", "commit", "c1", "example/new:1", env={ENV: point}, check=False)
@@ -162,8 +171,10 @@ def _popen_load(root: Path, driver: str, archive: Path) -> subprocess.Popen[str]
 
 
 @pytest.mark.parametrize("driver", supported_graph_drivers())
-def test_concurrent_loads_sharing_layers_both_succeed_and_store_them_once(tmp_path: Path, driver: str) -> None:
-    root = _check_driver(tmp_path, driver)
+def test_concurrent_loads_sharing_layers_both_succeed_and_store_them_once(
+    tmp_path: Path, driver_root: Path, driver: str
+) -> None:
+    root = driver_root
     shared = [_big_layer(600, "shared"), layer_tar(BASE_LAYER)]
     specs = [
         ImageSpec(["example/one:1"], [*shared, _big_layer(50, "one")]),
