@@ -15,8 +15,10 @@ from layer_fixtures import (
     fixture,
     needs_root,
     opened_stores,
+    root_for_driver,
     sha256,
     store_snapshot,
+    supported_graph_drivers,
 )
 
 from drivebay.errors import ContainerExists, ImageInUse, LayerInUse
@@ -34,14 +36,15 @@ def _extract(tar_path: Path, dest: Path) -> Path:
     return dest
 
 
-def _loaded(root: Path, stores: Stores) -> None:
+def _loaded(stores: Stores) -> None:
     load_archive(fixture("basic-docker.tar"), stores.images, LoadProgress())
 
 
-def test_container_view_matches_docker_export(tmp_path: Path) -> None:
+@pytest.mark.parametrize("driver", supported_graph_drivers())
+def test_container_view_matches_docker_export(tmp_path: Path, driver: str) -> None:
     expected = _extract(fixture("basic-rootfs.tar"), tmp_path / "expected")
-    with opened_stores(tmp_path / "root") as stores:
-        _loaded(tmp_path / "root", stores)
+    with root_for_driver(tmp_path, driver) as root, opened_stores(root, driver) as stores:
+        _loaded(stores)
         stores.containers.create("c1", BASIC_TAG)
         view = stores.containers.mount("c1")
         # Whiteouts, the opaque /data/dir, the hardlink broken by copy-up, setuid and ownership all
@@ -49,7 +52,7 @@ def test_container_view_matches_docker_export(tmp_path: Path) -> None:
         assert_same_tree(
             expected,
             view,
-            "container c1 of basic-docker.tar against basic-rootfs.tar",
+            f"container c1 of basic-docker.tar on {driver} against basic-rootfs.tar",
             ignore=("/",),
             dir_mtimes=False,
             fields=("type", "size", "content", "mode", "uid", "gid", "target", "rdev", "hardlinks"),
@@ -63,10 +66,10 @@ def test_container_view_matches_docker_export(tmp_path: Path) -> None:
         stores.containers.unmount("c1")
 
 
-def test_diff_commit_export_and_rm(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    with opened_stores(root) as stores:
-        _loaded(root, stores)
+@pytest.mark.parametrize("driver", supported_graph_drivers())
+def test_diff_commit_export_and_rm(tmp_path: Path, driver: str) -> None:
+    with root_for_driver(tmp_path, driver) as root, opened_stores(root, driver) as stores:
+        _loaded(stores)
         stores.containers.create("c1", BASIC_TAG)
         with pytest.raises(ContainerExists, match="c1"):
             stores.containers.create("c1", BASIC_TAG)
