@@ -152,3 +152,23 @@ class MountError(DrivebayError):
 
 class BtrfsError(DrivebayError):
     """A btrfs subvolume, snapshot or qgroup operation failed."""
+
+
+class PluginError(DrivebayError):
+    """A Docker plugin cannot be found or activated, or a call to it failed."""
+
+
+class SnapshotNotFound(DrivebayError):
+    """No containerd snapshot has that key."""
+
+
+class SnapshotExists(DrivebayError):
+    """A containerd snapshot with that key or name already exists."""
+
+
+class SnapshotStateError(DrivebayError):
+    """The snapshot is of the wrong kind for the call (not active, not committed) or still has children."""
+
+
+class InvalidSnapshotRequest(DrivebayError):
+    """A snapshotter call names a field or filter that cannot be used that way."""

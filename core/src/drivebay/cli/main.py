@@ -16,7 +16,9 @@ from drivebay import __version__
 from drivebay.cli.context import CliContext
 from drivebay.errors import DrivebayError
 
-COMMAND_MODULES = ("info", "graph", "bench", "image", "container", "network", "volume", "logs", "conformance")
+COMMAND_MODULES = (
+    "info", "graph", "bench", "image", "container", "network", "volume", "logs", "conformance", "snapshotter"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
