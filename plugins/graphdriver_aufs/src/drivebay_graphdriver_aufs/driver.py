@@ -255,5 +255,7 @@ class AufsDriver:
             return [Mount("aufs", "none", ("br:" + ":".join(branches), "dio", "dirperm1"))]
         options = [f"lowerdir={':'.join(map(str, ro_branches))}"]
         if rw_branch is not None:
+            # The caller mounts from this description without calling get, so the work dir must exist now.
+            self.layout.work(layer_id).mkdir(parents=True, exist_ok=True)
             options += [f"upperdir={rw_branch}", f"workdir={self.layout.work(layer_id)}"]
         return [Mount("fuse3.fuse-overlayfs", "fuse-overlayfs", tuple(options))]
