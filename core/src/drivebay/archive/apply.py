@@ -153,6 +153,15 @@ def _proc_path(parent_fd: int, name: str) -> str:
     return f"/proc/self/fd/{parent_fd}/{name}"
 
 
+def _current_umask() -> int:
+    # Read, not set-and-restore with os.umask(), which would race with other threads.
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    raise ArchiveIOError("cannot read the umask from /proc/self/status; is /proc mounted?")
+
+
 class _Applier:
     """State of one apply: the dirs, what this tar wrote, and the directory times to set at the end."""
 
@@ -164,6 +173,7 @@ class _Applier:
         self.size = 0
         # Like GNU tar, only root restores owners; anyone else keeps their own.
         self.chown = os.geteuid() == 0
+        self.umask = _current_umask()
 
     def _clear_path(self, parent_fd: int, name: str, parts: tuple[str, ...], st: os.stat_result) -> None:
         _remove(parent_fd, name, st)
@@ -240,19 +250,27 @@ class _Applier:
         self.dir_meta[parts] = hdr
 
     def _regular(self, hdr: Header, parent_fd: int, name: str, parts: tuple[str, ...], reader: TarReader) -> None:
+        # Created with its final permissions (writable through this fd even if read-only),
+        # so that most files need no fchmod.
+        perm = hdr.mode & 0o777
         try:
-            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
+            fd = os.open(name, _FILE_FLAGS, perm, dir_fd=parent_fd)
         except FileExistsError:
             self._clear_path(parent_fd, name, parts, os.stat(name, dir_fd=parent_fd, follow_symlinks=False))
-            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
+            fd = os.open(name, _FILE_FLAGS, perm, dir_fd=parent_fd)
         try:
-            while view := reader.read_data(_WRITE_CHUNK):
-                while view:
-                    view = view[os.write(fd, view) :]
+            while reader.pending:
+                view = reader.read_data(_WRITE_CHUNK)
+                written = os.write(fd, view)
+                while written < len(view):
+                    view = view[written:]
+                    written = os.write(fd, view)
             self.size += hdr.size
             if self.chown:
                 os.fchown(fd, hdr.uid, hdr.gid)
-            os.fchmod(fd, hdr.mode)
+            # Needed for special bits, bits the umask took, and after fchown cleared setuid/setgid.
+            if hdr.mode != perm & ~self.umask:
+                os.fchmod(fd, hdr.mode)
             self._set_xattrs_times(fd, hdr, hdr)
         finally:
             os.close(fd)

@@ -27,11 +27,13 @@ _PAX = b"x"
 _PAX_GLOBAL = b"g"
 _GNU_LONGNAME = b"L"
 _GNU_LONGLINK = b"K"
+_MEMBER_TYPES = (REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO)
 
 _MAX_OCTAL_7 = 0o7777777
 _MAX_OCTAL_11 = 0o77777777777
 _XATTR = "SCHILY.xattr."
 _USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")
+_NUL_SPACE = b"\x00 "
 _ZERO_BLOCK = bytes(BLOCK)
 
 
@@ -56,10 +58,6 @@ class Header:
     xattrs: dict[str, bytes] = field(default_factory=dict)
 
 
-def _octal(value: int, width: int) -> bytes:
-    return b"%0*o" % (width - 1, value)
-
-
 def _pax_record(key: bytes, value: bytes) -> bytes:
     body = b" " + key + b"=" + value + b"\n"
     length = len(body) + 1
@@ -78,65 +76,93 @@ def _pax_time(mtime_ns: int) -> bytes:
     return b"%d" % sec
 
 
-def _ustar_block(name: bytes, hdr: Header, typeflag: bytes, size: int, mtime: int, linkname: bytes) -> bytes:
-    uid = hdr.uid if hdr.uid <= _MAX_OCTAL_7 else 0
-    gid = hdr.gid if hdr.gid <= _MAX_OCTAL_7 else 0
-    major = hdr.devmajor if hdr.devmajor <= _MAX_OCTAL_7 else 0
-    minor = hdr.devminor if hdr.devminor <= _MAX_OCTAL_7 else 0
-    block = _USTAR.pack(
-        name,
-        _octal(hdr.mode & 0o7777, 8),
-        _octal(uid, 8),
-        _octal(gid, 8),
-        _octal(size if size <= _MAX_OCTAL_11 else 0, 12),
-        _octal(mtime if 0 <= mtime <= _MAX_OCTAL_11 else 0, 12),
-        b"        ",
-        typeflag,
-        linkname,
-        b"ustar\x0000",
-        b"",
-        b"",
-        _octal(major, 8),
-        _octal(minor, 8),
-        b"",
+_ZERO_NAMES = bytes(100)
+_USTAR_TAIL = bytes(64)  # empty uname and gname
+_USTAR_END = bytes(167)  # empty prefix and the block's padding
+
+
+def _ustar_block(
+    name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes, linkname: bytes, dev: bytes
+) -> bytes:
+    """One USTAR header block. Numbers too big for their fields must already be 0 (PAX carries them)."""
+    # mode, uid, gid, size and mtime are adjacent fields (offsets 100-148): one format call.
+    numbers = b"%07o\x00%07o\x00%07o\x00%011o\x00%011o\x00" % (mode, uid, gid, size, mtime)
+    name_field = name + _ZERO_NAMES[len(name) :]
+    link_field = linkname + _ZERO_NAMES[len(linkname) :]
+    # The checksum is the byte sum with its own field read as eight spaces (8 * 32 = 256).
+    checksum = sum(name_field) + sum(numbers) + 256 + typeflag[0] + sum(link_field) + _USTAR_MAGIC_SUM + sum(dev)
+    return b"".join(
+        (
+            name_field,
+            numbers,
+            b"%06o\x00 " % checksum,
+            typeflag,
+            link_field,
+            _USTAR_MAGIC,
+            _USTAR_TAIL,
+            dev,
+            _USTAR_END,
+        )
     )
-    checksum = b"%06o\x00 " % sum(block)
-    return block[:148] + checksum + block[156:]
+
+
+_USTAR_MAGIC = b"ustar\x0000"
+_USTAR_MAGIC_SUM = sum(_USTAR_MAGIC)
+_NO_DEVICE = b"0000000\x000000000\x00"
+_PAX_NAME = b"PaxHeaders.0/@PaxHeader"
+_pax_blocks: dict[int, bytes] = {}
+
+
+def _pax_header_block(size: int) -> bytes:
+    # Every extended header has the same fixed name and metadata, so only its size varies: cache the blocks.
+    block = _pax_blocks.get(size)
+    if block is None:
+        block = _pax_blocks[size] = _ustar_block(_PAX_NAME, 0o644, 0, 0, size, 0, _PAX, b"", _NO_DEVICE)
+    return block
 
 
 def encode_header(hdr: Header) -> bytes:
     """The header block(s) of ``hdr``: a PAX extended header first when USTAR cannot hold a field."""
     name = hdr.name.encode("utf-8", "surrogateescape")
     linkname = hdr.linkname.encode("utf-8", "surrogateescape")
-    sec = hdr.mtime_ns // 1_000_000_000
+    sec, nsec = divmod(hdr.mtime_ns, 1_000_000_000)
+    uid, gid, size = hdr.uid, hdr.gid, hdr.size
     records: list[tuple[bytes, bytes]] = []
+    if nsec or not 0 <= sec <= _MAX_OCTAL_11:
+        records.append((b"mtime", _pax_time(hdr.mtime_ns)))
+        if not 0 <= sec <= _MAX_OCTAL_11:
+            sec = 0
     if len(name) > 100:
         records.append((b"path", name))
+        name = name[:100]
     if len(linkname) > 100:
         records.append((b"linkpath", linkname))
-    if hdr.uid > _MAX_OCTAL_7:
-        records.append((b"uid", b"%d" % hdr.uid))
-    if hdr.gid > _MAX_OCTAL_7:
-        records.append((b"gid", b"%d" % hdr.gid))
-    if hdr.size > _MAX_OCTAL_11:
-        records.append((b"size", b"%d" % hdr.size))
-    if hdr.mtime_ns % 1_000_000_000 or not 0 <= sec <= _MAX_OCTAL_11:
-        records.append((b"mtime", _pax_time(hdr.mtime_ns)))
-    if hdr.devmajor > _MAX_OCTAL_7 or hdr.devminor > _MAX_OCTAL_7:
-        # No PAX key exists for big device numbers; GNU tar refuses them too.
-        raise InvalidArchive(f"'{hdr.name}': device number {hdr.devmajor}:{hdr.devminor} does not fit a tar header")
-    for key in sorted(hdr.xattrs):
-        records.append(((_XATTR + key).encode("utf-8", "surrogateescape"), hdr.xattrs[key]))
-    main = _ustar_block(name[:100], hdr, hdr.type, hdr.size, sec, linkname[:100])
+        linkname = linkname[:100]
+    if uid > _MAX_OCTAL_7:
+        records.append((b"uid", b"%d" % uid))
+        uid = 0
+    if gid > _MAX_OCTAL_7:
+        records.append((b"gid", b"%d" % gid))
+        gid = 0
+    if size > _MAX_OCTAL_11:
+        records.append((b"size", b"%d" % size))
+        size = 0
+    if hdr.xattrs:
+        records.extend(((_XATTR + key).encode("utf-8", "surrogateescape"), value) for key, value in hdr.xattrs.items())
+    if hdr.devmajor or hdr.devminor:
+        if hdr.devmajor > _MAX_OCTAL_7 or hdr.devminor > _MAX_OCTAL_7:
+            # No PAX key exists for big device numbers; GNU tar refuses them too.
+            raise InvalidArchive(f"'{hdr.name}': device number {hdr.devmajor}:{hdr.devminor} does not fit a tar header")
+        dev = b"%07o\x00%07o\x00" % (hdr.devmajor, hdr.devminor)
+    else:
+        dev = _NO_DEVICE
+    main = _ustar_block(name, hdr.mode & 0o7777, uid, gid, size, sec, hdr.type, linkname, dev)
     if not records:
         return main
-    records.sort()
-    data = b"".join(_pax_record(k, v) for k, v in records)
-    # Go's archive/tar names the extended header like this; any name is valid.
-    base = name.rstrip(b"/").rsplit(b"/", 1)
-    pax_name = (base[0] + b"/PaxHeaders.0/" + base[1] if len(base) == 2 else b"PaxHeaders.0/" + base[0])[:100]
-    pax = Header(name="", type=_PAX)
-    return _ustar_block(pax_name, pax, _PAX, len(data), 0, b"") + data + padding(len(data)) + main
+    if len(records) > 1:
+        records.sort()
+    data = b"".join([_pax_record(k, v) for k, v in records])
+    return b"".join((_pax_header_block(len(data)), data, _ZERO_BLOCK[: -len(data) % BLOCK], main))
 
 
 def padding(size: int) -> bytes:
@@ -226,9 +252,22 @@ class TarReader:
         while self._fill():
             pass
 
+    @property
+    def pending(self) -> int:
+        """Bytes of the current member's data not read yet."""
+        return self._pending
+
+    def _extension_data(self, size: int) -> bytes:
+        padded = size + (-size % BLOCK)
+        data = self._take(padded)
+        if len(data) != padded:
+            raise InvalidArchive("the layer tar ends in the middle of a header; the stream is truncated")
+        return data[:size]
+
     def next(self) -> Header | None:
         """The next member's header, or ``None`` at the end of the archive."""
-        self.skip_data()
+        if self._pending:
+            self.skip_data()
         pax: dict[bytes, bytes] = {}
         long_name: bytes | None = None
         long_link: bytes | None = None
@@ -238,31 +277,35 @@ class TarReader:
                 if not block and not pax and long_name is None:
                     return None  # some writers omit the two zero blocks
                 raise InvalidArchive("the layer tar ends in the middle of a header; the stream is truncated")
-            if block == _ZERO_BLOCK:
+            if block[0] == 0 and block == _ZERO_BLOCK:
                 return None
-            _verify_checksum(block)
-            typeflag = block[156:157]
-            size = _number(block[124:136], "size")
+            fields = _USTAR.unpack(block)
+            try:
+                checksum = int(fields[6].rstrip(_NUL_SPACE) or b"0", 8)
+                size = int(fields[4].rstrip(_NUL_SPACE) or b"0", 8)
+            except ValueError:
+                checksum = _number(fields[6], "checksum")
+                size = _number(fields[4], "size")
+            if checksum != sum(block) - sum(fields[6]) + 256:
+                _verify_signed_checksum(block, checksum)
+            typeflag = fields[7]
             if typeflag == _PAX:
-                pax.update(_parse_pax(self._data_of(size)))
+                pax.update(_parse_pax(self._extension_data(size)))
             elif typeflag == _PAX_GLOBAL:
-                self._data_of(size)  # global defaults (e.g. git archive's comment) carry nothing we apply
+                self._extension_data(size)  # global defaults (e.g. git archive's comment) carry nothing we apply
             elif typeflag == _GNU_LONGNAME:
-                long_name = self._data_of(size).rstrip(b"\x00")
+                long_name = self._extension_data(size).rstrip(b"\x00")
             elif typeflag == _GNU_LONGLINK:
-                long_link = self._data_of(size).rstrip(b"\x00")
+                long_link = self._extension_data(size).rstrip(b"\x00")
             else:
-                hdr = _decode(block, typeflag, size, pax, long_name, long_link)
-                self._start(hdr.size)
+                hdr = _decode(fields, size, pax, long_name, long_link)
+                if hdr.size:
+                    self._start(hdr.size)
                 return hdr
 
 
-def _verify_checksum(block: bytes) -> None:
-    stored = _number(block[148:156], "checksum")
-    # The checksum is computed with its own field read as eight spaces.
-    unsigned = sum(block) - sum(block[148:156]) + 256
-    if stored == unsigned:
-        return
+def _verify_signed_checksum(block: bytes, stored: int) -> None:
+    # Some old writers summed the bytes as signed chars.
     signed = sum(b - 256 if b > 127 else b for b in block[:148] + block[156:]) + 256
     if stored != signed:
         raise InvalidArchive("a layer tar header has a bad checksum; the stream is not a tar or is corrupt")
@@ -315,43 +358,67 @@ def _pax_mtime_ns(value: bytes) -> int:
     return -ns if negative else ns
 
 
+def _fast_numbers(*raw: bytes) -> list[int]:
+    return [int(field.rstrip(_NUL_SPACE) or b"0", 8) for field in raw]
+
+
 def _decode(
-    block: bytes,
-    typeflag: bytes,
+    fields: tuple[bytes, ...],
     size: int,
     pax: dict[bytes, bytes],
     long_name: bytes | None,
     long_link: bytes | None,
 ) -> Header:
-    name = block[0:100].split(b"\x00", 1)[0]
-    if block[257:263] == b"ustar\x00":
-        prefix = block[345:500].split(b"\x00", 1)[0]
-        if prefix:
-            name = prefix + b"/" + name
-    name = pax.get(b"path", long_name if long_name is not None else name)
-    linkname = pax.get(b"linkpath", long_link if long_link is not None else block[157:257].split(b"\x00", 1)[0])
+    (raw_name, raw_mode, raw_uid, raw_gid, _, raw_mtime, _, typeflag, raw_link, magic, _, _, major, minor, prefix) = (
+        fields
+    )
+    name = raw_name.partition(b"\x00")[0]
+    if magic == b"ustar\x0000" and prefix[0]:
+        name = prefix.partition(b"\x00")[0] + b"/" + name
+    if pax:
+        name = pax.get(b"path", long_name if long_name is not None else name)
+        linkname = pax.get(b"linkpath", long_link if long_link is not None else raw_link.partition(b"\x00")[0])
+    else:
+        if long_name is not None:
+            name = long_name
+        linkname = long_link if long_link is not None else raw_link.partition(b"\x00")[0]
     if typeflag in (b"\x00", _CONTIGUOUS):
         typeflag = DIRECTORY if name.endswith(b"/") else REGULAR
-    elif typeflag not in (REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO):
+    elif typeflag not in _MEMBER_TYPES:
         shown = name.decode("utf-8", "replace")
         raise InvalidArchive(f"layer tar member '{shown}' has unsupported type {typeflag!r}; rebuild the layer")
-    mtime_ns = _pax_mtime_ns(pax[b"mtime"]) if b"mtime" in pax else _number(block[136:148], "mtime") * 1_000_000_000
-    xattrs = {
-        key[len(_XATTR) :].decode("utf-8", "surrogateescape"): value
-        for key, value in pax.items()
-        if key.startswith(b"SCHILY.xattr.")
-    }
-    return Header(
-        name=name.decode("utf-8", "surrogateescape"),
-        type=typeflag,
-        mode=_number(block[100:108], "mode") & 0o7777,
-        uid=int(pax[b"uid"]) if b"uid" in pax else _number(block[108:116], "uid"),
-        gid=int(pax[b"gid"]) if b"gid" in pax else _number(block[116:124], "gid"),
+    try:
+        mode, uid, gid, mtime = _fast_numbers(raw_mode, raw_uid, raw_gid, raw_mtime)
+    except ValueError:
+        mode, uid, gid, mtime = (_number(f, "number") for f in (raw_mode, raw_uid, raw_gid, raw_mtime))
+    hdr = Header(
+        name.decode("utf-8", "surrogateescape"),
+        typeflag,
+        mode & 0o7777,
+        uid,
+        gid,
         # Only regular files carry data; POSIX says to ignore the size field of the other types.
-        size=(int(pax[b"size"]) if b"size" in pax else size) if typeflag == REGULAR else 0,
-        mtime_ns=mtime_ns,
-        linkname=linkname.decode("utf-8", "surrogateescape"),
-        devmajor=_number(block[329:337], "devmajor"),
-        devminor=_number(block[337:345], "devminor"),
-        xattrs=xattrs,
+        size if typeflag == REGULAR else 0,
+        mtime * 1_000_000_000,
+        linkname.decode("utf-8", "surrogateescape"),
     )
+    if typeflag in (CHAR, BLOCKDEV):
+        hdr.devmajor = _number(major, "devmajor")
+        hdr.devminor = _number(minor, "devminor")
+    if pax:
+        _apply_pax(hdr, pax)
+    return hdr
+
+
+def _apply_pax(hdr: Header, pax: dict[bytes, bytes]) -> None:
+    for key, value in pax.items():
+        if key == b"mtime":
+            hdr.mtime_ns = _pax_mtime_ns(value)
+        elif key == b"uid":
+            hdr.uid = int(value)
+        elif key == b"gid":
+            hdr.gid = int(value)
+        elif key == b"size" and hdr.type == REGULAR:
+            hdr.size = int(value)
+        elif key.startswith(b"SCHILY.xattr."):
+            hdr.xattrs[key[len(_XATTR) :].decode("utf-8", "surrogateescape")] = value

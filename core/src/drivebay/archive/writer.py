@@ -84,25 +84,36 @@ class LayerTarOutput:
                 return
             fd = os.open(path, _READ_FLAGS)
             try:
-                hdr = inode_header(name, path, st, typeflag, read_xattrs(fd, self._exclude))
-                self._emit(encode_header(hdr))
-                self._copy_data(fd, st.st_size, path)
+                head = encode_header(inode_header(name, path, st, typeflag, read_xattrs(fd, self._exclude)))
+                self._add_file(fd, head, st.st_size, path)
             finally:
                 os.close(fd)
         except OSError as exc:
             raise ArchiveIOError(f"cannot read '{path}' into the layer tar ({exc.strerror})") from exc
 
-    def _copy_data(self, fd: int, size: int, path: str) -> None:
-        left = size
+    def _add_file(self, fd: int, head: bytes, size: int, path: str) -> None:
         if size >= _FLUSH:
             self.flush()
-        while left:
-            chunk = os.read(fd, min(left, _FLUSH))
-            if not chunk:
+            self._out.write(head)
+            left = size
+            while left:
+                chunk = os.read(fd, min(left, _FLUSH))
+                if not chunk:
+                    raise ArchiveIOError(f"'{path}' shrank while being archived; stop writers to the layer and retry")
+                self._out.write(chunk)
+                left -= len(chunk)
+            self._out.write(padding(size))
+            return
+        data = os.read(fd, size) if size else b""
+        while len(data) < size:
+            more = os.read(fd, size - len(data))
+            if not more:
                 raise ArchiveIOError(f"'{path}' shrank while being archived; stop writers to the layer and retry")
-            left -= len(chunk)
-            self._emit(chunk)
-        self._emit(padding(size))
+            data += more
+        self._parts += (head, data, padding(size))
+        self._buffered += len(head) + size + 512
+        if self._buffered >= _FLUSH:
+            self.flush()
 
     def finish(self) -> None:
         """End the archive (two zero blocks) and write out the buffer."""
