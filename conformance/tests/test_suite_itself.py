@@ -124,14 +124,17 @@ def test_the_matrix_shows_each_outcome_with_its_reason() -> None:
     console = Console(record=True, width=200)
     render_matrix(
         {
-            "vfs": {"case_a": {"outcome": "passed", "reason": ""}, "case_b": {"outcome": "skipped", "reason": "x"}},
-            "overlay2": {"case_a": {"outcome": "failed", "reason": "first difference at /etc, field mtime\nmore"}},
+            "vfs": {
+                "case_a[fifo]": {"outcome": "passed", "reason": ""},
+                "case_b": {"outcome": "skipped", "reason": "x"},
+            },
+            "overlay2": {"case_a[fifo]": {"outcome": "failed", "reason": "[Errno 36] at /etc, field mtime\nmore"}},
         },
         console,
     )
     text = console.export_text()
-    assert "case_a" in text and "pass" in text
-    assert "FAIL: first difference at /etc, field mtime" in text and "more" not in text
+    assert "case_a[fifo]" in text and "pass" in text
+    assert "FAIL: [Errno 36] at /etc, field mtime" in text and "more" not in text
     assert "skip: x" in text
     assert "1 failed, 1 passed, 1 skipped across 2 driver(s)" in text
 

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drivebay.cli.context import CliContext
@@ -88,18 +89,18 @@ def _cell(entry: dict[str, str] | None) -> str:
         return "[dim]-[/]"
     text = CELL.get(entry["outcome"], entry["outcome"])
     reason = entry.get("reason", "").strip().splitlines()
-    return f"{text}: {reason[0][:160]}" if reason and entry["outcome"] != "passed" else text
+    return f"{text}: {escape(reason[0][:160])}" if reason and entry["outcome"] != "passed" else text
 
 
 def render_matrix(results: Results, console: Console) -> None:
     drivers = sorted(results)
     cases = sorted({case for per_driver in results.values() for case in per_driver})
     table = Table(title="drivebay conformance: graph drivers", show_lines=True)
-    table.add_column("case", overflow="fold")
+    table.add_column("case", overflow="fold", min_width=48)
     for driver in drivers:
         table.add_column(driver, overflow="fold")
     for case in cases:
-        table.add_row(case, *(_cell(results[d].get(case)) for d in drivers))
+        table.add_row(escape(case), *(_cell(results[d].get(case)) for d in drivers))
     console.print(table)
     counts: dict[str, int] = {}
     for per_driver in results.values():
