@@ -7,25 +7,60 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import IO
+
+import pytest
 
 from drivebay.fs.mounts import mounts_under
 from drivebay_conformance.harness import DriverCase
 from drivebay_conformance.trees import Node, base_layer, directory, file, layer_tar
 
+HANG_GUARD_SECONDS = 300
 CHUNK = 1 << 20
 BIG_FILE = 8 << 20
 """Far bigger than a pipe's buffer: once a writer is past the first megabytes, the reader is applying."""
 
 
 def _worker(case: DriverCase, layer: str, parent: str, logs: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "drivebay_conformance.worker", str(case.root), case.name, layer, parent],
-        stdin=subprocess.PIPE,
-        stdout=open(logs / f"{layer}.out", "wb"),
-        stderr=open(logs / f"{layer}.err", "wb"),
-    )
+    # Output goes to files: a child blocked on a full stdout pipe would never read its stdin.
+    with open(logs / f"{layer}.out", "wb") as out, open(logs / f"{layer}.err", "wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "drivebay_conformance.worker", str(case.root), case.name, layer, parent],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
+        )
+
+
+def _feed_or_fail(steps: list[tuple[subprocess.Popen[bytes], memoryview, bool]], what: str) -> None:
+    """Write each ``(process, data, close_after)`` in order; fail, killing the processes, if one stops reading.
+
+    The guard only turns a hang (a deadlock between processes) into a failure; nothing is timed.
+    """
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            for proc, data, close in steps:
+                assert proc.stdin is not None
+                _feed(proc.stdin, data)
+                if close:
+                    proc.stdin.close()
+        except BaseException as exc:  # handed to the test thread below
+            failure.append(exc)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    feeder.join(HANG_GUARD_SECONDS)
+    if feeder.is_alive():
+        for proc, _, _ in steps:
+            proc.kill()
+        feeder.join()
+        pytest.fail(f"{what}: a process stopped reading its layer tar for {HANG_GUARD_SECONDS} s (a deadlock?)")
+    if failure:
+        raise AssertionError(f"{what}: feeding a layer tar failed; see the process's stderr") from failure[0]
 
 
 def _layer_with_big_file(name: str) -> list[Node]:
@@ -55,15 +90,10 @@ def test_two_processes_apply_layers_on_one_parent_at_the_same_time(driver_case: 
     tars = {name: layer_tar(nodes) for name, nodes in layers.items()}
     procs = {layer: _worker(driver_case, layer, "base", logs) for layer in tars}
     try:
-        halves = {layer: len(data) // 2 for layer, data in tars.items()}
-        # Each write blocks until that process has read nearly all of it, so both are mid-apply together.
-        for layer, proc in procs.items():
-            assert proc.stdin is not None
-            _feed(proc.stdin, memoryview(tars[layer])[: halves[layer]])
-        for layer, proc in procs.items():
-            assert proc.stdin is not None
-            _feed(proc.stdin, memoryview(tars[layer])[halves[layer] :])
-            proc.stdin.close()
+        # Each write returns once that process has read nearly all of it, so both are mid-apply together.
+        halves = [(procs[layer], memoryview(data)[: len(data) // 2], False) for layer, data in tars.items()]
+        rests = [(procs[layer], memoryview(data)[len(data) // 2 :], True) for layer, data in tars.items()]
+        _feed_or_fail(halves + rests, f"driver '{driver_case.name}', two processes applying onto 'base'")
         sizes = {layer: int(_result(proc, logs, layer)) for layer, proc in procs.items()}
     finally:
         for proc in procs.values():
@@ -88,9 +118,8 @@ def test_a_process_killed_during_apply_leaves_no_layer_and_the_next_start_remove
     data = layer_tar(_layer_with_big_file("partial"))
     proc = _worker(driver_case, "partial", "base", logs)
     try:
-        assert proc.stdin is not None
         # Returns once the process has read most of this: it is in the middle of the big file.
-        _feed(proc.stdin, memoryview(data)[: len(data) // 2])
+        _feed_or_fail([(proc, memoryview(data)[: len(data) // 2], False)], f"driver '{driver_case.name}'")
         assert proc.poll() is None, f"the applying process ended early: {(logs / 'partial.err').read_text()[-2000:]}"
     finally:
         proc.send_signal(signal.SIGKILL)
