@@ -18,6 +18,7 @@ import pluggy
 from stevedore import driver as stevedore_driver
 from stevedore.exception import NoMatches
 
+from drivebay.dockerplugin import plugin_name
 from drivebay.errors import DrivebayError, DriverContractError, DriverNotFound
 from drivebay.hookspecs import PROJECT
 from drivebay.hookspecs import graph as graph_spec
@@ -131,22 +132,8 @@ def load_driver(kind: DriverKind, name: str, *, echo_timings: bool = False) -> L
     Raises ``DriverNotFound`` (with the installed names and the pip
     distribution to install) or ``DriverContractError`` naming the hook.
     """
-    try:
-        manager_ext: stevedore_driver.DriverManager[object] = stevedore_driver.DriverManager(
-            namespace=kind.group, name=name, invoke_on_load=True, on_load_failure_callback=_reraise
-        )
-    except NoMatches as exc:
-        raise _not_found(kind, name) from exc
-    except DrivebayError:
-        raise
-    except Exception as exc:
-        # A plugin that fails to import or to instantiate is broken, not absent: say which and where.
-        dist = next((d.distribution for d in installed_drivers(kind) if d.name == name), "its distribution")
-        raise DriverContractError(
-            f"{kind.name} driver '{name}' failed to load: {type(exc).__name__}: {exc}; "
-            f"reinstall {dist} or fix it"
-        ) from exc
-    plugin = manager_ext.driver
+    remote = plugin_name(name)
+    plugin = _instantiate(kind, name) if remote is None else _docker_plugin_driver(kind, remote)
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(kind.spec)
     try:
@@ -162,6 +149,32 @@ def load_driver(kind: DriverKind, name: str, *, echo_timings: bool = False) -> L
     for wrapper in _load_wrappers():
         manager.register(wrapper)
     return LoadedDriver(kind=kind, name=name, plugin=plugin, manager=manager, tracer=tracer)
+
+
+def _docker_plugin_driver(kind: DriverKind, plugin: str) -> object:
+    """The driver calling Docker plugin ``plugin``, for a driver name ``docker-plugin:NAME``."""
+    from drivebay.dockerplugin.remote import remote_driver
+
+    return remote_driver(kind.name, plugin)
+
+
+def _instantiate(kind: DriverKind, name: str) -> object:
+    try:
+        manager_ext: stevedore_driver.DriverManager[object] = stevedore_driver.DriverManager(
+            namespace=kind.group, name=name, invoke_on_load=True, on_load_failure_callback=_reraise
+        )
+    except NoMatches as exc:
+        raise _not_found(kind, name) from exc
+    except DrivebayError:
+        raise
+    except Exception as exc:
+        # A plugin that fails to import or to instantiate is broken, not absent: say which and where.
+        dist = next((d.distribution for d in installed_drivers(kind) if d.name == name), "its distribution")
+        raise DriverContractError(
+            f"{kind.name} driver '{name}' failed to load: {type(exc).__name__}: {exc}; "
+            f"reinstall {dist} or fix it"
+        ) from exc
+    return manager_ext.driver
 
 
 def check_contract(kind: DriverKind, name: str, plugin: object) -> None:

@@ -17,7 +17,7 @@ from drivebay.cli.context import CliContext
 from drivebay.errors import DrivebayError
 
 COMMAND_MODULES = (
-    "info", "graph", "bench", "image", "container", "network", "volume", "logs", "conformance", "snapshotter"
+    "info", "graph", "bench", "image", "container", "network", "volume", "logs", "conformance", "snapshotter", "plugin"
 )
 
 

@@ -1,0 +1,389 @@
+"""Drivers whose hooks call a Docker plugin: what ``docker-plugin:NAME`` in config loads.
+
+Each class implements its kind's hooks by HTTP calls to plugin ``NAME``
+through :class:`~drivebay.dockerplugin.client.PluginClient`, so core's
+facades (registry, refcounts, checks) work over any Docker plugin as over an
+installed driver. The loader builds them (:func:`remote_driver`); they are
+never entry points. Probes find and activate the plugin without retrying
+and report why they could not; every other hook activates with dockerd's
+30-second retry first.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlencode
+
+from drivebay.dockerplugin.client import PluginClient
+from drivebay.dockerplugin.logentry import PartialMetadata, WireLogEntry, read_frame, write_frame
+from drivebay.errors import DriverNotFound, LogNotFound, PluginError, UsageError
+from drivebay.facades.log import format_timestamp, parse_timestamp
+from drivebay.hookspecs import hookimpl
+from drivebay.hookspecs.graph import Change, ChangeKind, GraphCapabilities
+from drivebay.hookspecs.log import LogCapabilities, LogEntry, LogInfo, LogMessage, LogStats, ReadConfig
+from drivebay.hookspecs.volume import Volume, VolumeCapabilities
+
+DEFAULT_MAX_DEPTH = 128
+"""The depth assumed for a graph plugin that does not say (moby overlay2's limit)."""
+
+VOLUME_TIMEOUTS = {
+    **dict.fromkeys(("VolumeDriver.Create", "VolumeDriver.Remove", "VolumeDriver.Mount"), 120.0),
+    **dict.fromkeys(
+        ("VolumeDriver.Unmount", "VolumeDriver.Path", "VolumeDriver.Get", "VolumeDriver.List",
+         "VolumeDriver.Capabilities"),
+        60.0,
+    ),
+}
+"""Docker's volume proxy time limits (``longTimeout`` 2 min, ``shortTimeout`` 1 min)."""
+
+KINDS_FROM_NUMBERS = {0: ChangeKind.MODIFY, 1: ChangeKind.ADD, 2: ChangeKind.DELETE}
+
+
+class _Remote:
+    interface = ""
+
+    def __init__(self, plugin: str, client: PluginClient | None = None) -> None:
+        self.plugin = plugin
+        self.client = client or PluginClient(plugin)
+
+    def _probe(self) -> str | None:
+        """``None`` when the plugin is there, activates and implements the interface; else why not."""
+        probe = PluginClient(self.plugin, retry_seconds=0)
+        try:
+            probe.require(self.interface)
+        except PluginError as exc:
+            return str(exc)
+        finally:
+            probe.close()
+        return None
+
+    def _call(self, method: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.client.require(self.interface)
+        return self.client.call(f"{self.interface}.{method}", args)
+
+
+# -- graph ----------------------------------------------------------------------
+
+
+class RemoteGraphDriver(_Remote):
+    """A graph driver that is a Docker ``GraphDriver`` plugin."""
+
+    interface = "GraphDriver"
+
+    @hookimpl
+    def graph_capabilities(self) -> GraphCapabilities:
+        answer = self._call("Capabilities")
+        full = answer.get("DrivebayCapabilities")
+        if isinstance(full, dict):
+            return GraphCapabilities(
+                native_diff=bool(full["native_diff"]),
+                quota=bool(full["quota"]),
+                max_depth=int(full["max_depth"]),
+                quota_filesystems=tuple(full.get("quota_filesystems") or ()),
+                required_filesystem=full.get("required_filesystem"),
+                remove_while_mounted=bool(full.get("remove_while_mounted")),
+                xattrs=bool(full.get("xattrs", True)),
+                device_nodes=bool(full.get("device_nodes", True)),
+                hardlinks=bool(full.get("hardlinks", True)),
+                extra={str(k): str(v) for k, v in (full.get("extra") or {}).items()},
+            )
+        return GraphCapabilities(native_diff=True, quota=False, max_depth=DEFAULT_MAX_DEPTH)
+
+    @hookimpl
+    def graph_probe(self, home: Path) -> str | None:
+        return self._probe()
+
+    @hookimpl
+    def graph_init(self, home: Path, options: Mapping[str, str]) -> None:
+        self._call("Init", {"Home": str(home), "Opts": [f"{k}={v}" for k, v in options.items()],
+                            "UIDMaps": None, "GIDMaps": None})
+
+    def _create(self, method: str, layer_id: str, parent: str | None, storage_opts: Mapping[str, str]) -> None:
+        self._call(method, {"ID": layer_id, "Parent": parent or "", "MountLabel": "", "StorageOpt": dict(storage_opts)})
+
+    @hookimpl
+    def graph_create(self, layer_id: str, parent: str | None, storage_opts: Mapping[str, str]) -> None:
+        self._create("Create", layer_id, parent, storage_opts)
+
+    @hookimpl
+    def graph_create_rw(self, layer_id: str, parent: str | None, storage_opts: Mapping[str, str]) -> None:
+        self._create("CreateReadWrite", layer_id, parent, storage_opts)
+
+    @hookimpl
+    def graph_remove(self, layer_id: str) -> None:
+        self._call("Remove", {"ID": layer_id})
+
+    @hookimpl
+    def graph_get(self, layer_id: str) -> Path:
+        return Path(str(self._call("Get", {"ID": layer_id, "MountLabel": ""}).get("Dir") or ""))
+
+    @hookimpl
+    def graph_put(self, layer_id: str) -> None:
+        self._call("Put", {"ID": layer_id})
+
+    @hookimpl
+    def graph_exists(self, layer_id: str) -> bool:
+        return bool(self._call("Exists", {"ID": layer_id}).get("Exists"))
+
+    @hookimpl
+    def graph_status(self) -> list[tuple[str, str]]:
+        return [(str(k), str(v)) for k, v in self._call("Status").get("Status") or []]
+
+    @hookimpl
+    def graph_metadata(self, layer_id: str) -> dict[str, str]:
+        return {str(k): str(v) for k, v in (self._call("GetMetadata", {"ID": layer_id}).get("Metadata") or {}).items()}
+
+    @hookimpl
+    def graph_cleanup(self) -> None:
+        self._call("Cleanup")
+
+    @hookimpl
+    def graph_diff(self, layer_id: str, parent: str | None, out: BinaryIO) -> bool | None:
+        self.client.require(self.interface)
+        self.client.copy_stream("GraphDriver.Diff", {"ID": layer_id, "Parent": parent or ""}, out)
+        return True
+
+    @hookimpl
+    def graph_changes(self, layer_id: str, parent: str | None) -> list[Change] | None:
+        answer = self._call("Changes", {"ID": layer_id, "Parent": parent or ""})
+        return sorted(Change(str(c["Path"]), KINDS_FROM_NUMBERS[int(c["Kind"])]) for c in answer.get("Changes") or [])
+
+    @hookimpl
+    def graph_apply_diff(self, layer_id: str, parent: str | None, tar: BinaryIO) -> int | None:
+        self.client.require(self.interface)
+        query = urlencode({"id": layer_id, "parent": parent or ""})
+        return int(self.client.send_file(f"GraphDriver.ApplyDiff?{query}", tar).get("Size") or 0)
+
+    @hookimpl
+    def graph_diff_size(self, layer_id: str, parent: str | None) -> int | None:
+        return int(self._call("DiffSize", {"ID": layer_id, "Parent": parent or ""}).get("Size") or 0)
+
+
+# -- volume -----------------------------------------------------------------------
+
+
+def _created_ns(text: Any) -> int:
+    if not text:
+        return 0
+    try:
+        return parse_timestamp(str(text))
+    except UsageError:
+        return 0
+
+
+class RemoteVolumeDriver(_Remote):
+    """A volume driver that is a Docker ``VolumeDriver`` plugin."""
+
+    interface = "VolumeDriver"
+
+    def __init__(self, plugin: str, client: PluginClient | None = None) -> None:
+        super().__init__(plugin, client or PluginClient(plugin, timeouts=VOLUME_TIMEOUTS))
+
+    @staticmethod
+    def _volume(data: Mapping[str, Any]) -> Volume:
+        return Volume(
+            name=str(data.get("Name") or ""),
+            mountpoint=Path(str(data.get("Mountpoint") or "")),
+            created_ns=_created_ns(data.get("CreatedAt")),
+            status={str(k): str(v) for k, v in (data.get("Status") or {}).items()},
+        )
+
+    @hookimpl
+    def volume_capabilities(self) -> VolumeCapabilities:
+        caps = self._call("Capabilities").get("Capabilities") or {}
+        return VolumeCapabilities(scope=str(caps.get("Scope") or "local"))
+
+    @hookimpl
+    def volume_probe(self, root: Path) -> str | None:
+        return self._probe()
+
+    @hookimpl
+    def volume_init(self, root: Path) -> None:
+        self.client.require(self.interface)
+
+    @hookimpl
+    def volume_create(self, name: str, options: Mapping[str, str]) -> None:
+        self._call("Create", {"Name": name, "Opts": dict(options)})
+
+    @hookimpl
+    def volume_remove(self, name: str) -> None:
+        self._call("Remove", {"Name": name})
+
+    @hookimpl
+    def volume_mount(self, name: str, caller_id: str) -> Path:
+        return Path(str(self._call("Mount", {"Name": name, "ID": caller_id}).get("Mountpoint") or ""))
+
+    @hookimpl
+    def volume_unmount(self, name: str, caller_id: str) -> None:
+        self._call("Unmount", {"Name": name, "ID": caller_id})
+
+    @hookimpl
+    def volume_path(self, name: str) -> Path:
+        return Path(str(self._call("Path", {"Name": name}).get("Mountpoint") or ""))
+
+    @hookimpl
+    def volume_get(self, name: str) -> Volume:
+        return self._volume(self._call("Get", {"Name": name}).get("Volume") or {"Name": name})
+
+    @hookimpl
+    def volume_list(self) -> list[Volume]:
+        volumes = [self._volume(v) for v in self._call("List").get("Volumes") or []]
+        return sorted(volumes, key=lambda v: v.name)
+
+
+# -- log ------------------------------------------------------------------------
+
+
+def info_json(info: LogInfo) -> dict[str, Any]:
+    """Docker's ``logger.Info`` for ``info``."""
+    return {
+        "Config": dict(info.options),
+        "ContainerID": info.container_id,
+        "ContainerName": f"/{info.container_name}",
+        "ContainerEntrypoint": "",
+        "ContainerArgs": [],
+        "ContainerImageID": info.image_id,
+        "ContainerImageName": info.image_name,
+        "ContainerCreated": "0001-01-01T00:00:00Z",
+        "ContainerEnv": [f"{k}={v}" for k, v in info.env.items()],
+        "ContainerLabels": dict(info.labels),
+        "LogPath": "",
+        "DaemonName": info.daemon_name,
+    }
+
+
+def _go_time(timestamp_ns: int | None) -> str:
+    """Go's JSON ``time.Time``; its zero value means no bound."""
+    return "0001-01-01T00:00:00Z" if timestamp_ns is None else format_timestamp(timestamp_ns)
+
+
+class _OpenLog:
+    """One log being written: the FIFO, its write end, and the split-line state."""
+
+    def __init__(self, fifo: Path, fd: int) -> None:
+        self.fifo = fifo
+        self.stream = os.fdopen(fd, "wb", buffering=1 << 16)
+        self.written = 0
+        self.partial_id: dict[str, tuple[str, int]] = {}
+
+
+class RemoteLogDriver(_Remote):
+    """A log driver that is a Docker ``LogDriver`` plugin: messages go through a FIFO, as from dockerd."""
+
+    interface = "LogDriver"
+
+    def __init__(self, plugin: str, client: PluginClient | None = None) -> None:
+        super().__init__(plugin, client)
+        self._logs: dict[str, _OpenLog] = {}
+        self._lock = threading.Lock()
+
+    @hookimpl
+    def log_capabilities(self) -> LogCapabilities:
+        caps = self._call("Capabilities").get("Cap") or {}
+        return LogCapabilities(read_logs=bool(caps.get("ReadLogs")))
+
+    @hookimpl
+    def log_probe(self, root: Path) -> str | None:
+        return self._probe()
+
+    @hookimpl
+    def log_validate_options(self, options: Mapping[str, str]) -> None:
+        """The plugin validates its options at StartLogging, as with dockerd."""
+
+    @hookimpl
+    def log_start(self, info: LogInfo) -> None:
+        directory = Path(tempfile.mkdtemp(prefix="drivebay-log-"))
+        fifo = directory / secrets.token_hex(16)
+        os.mkfifo(fifo, 0o600)
+        # Read-write never blocks on a FIFO, whenever the plugin opens its end; only the plugin reads.
+        fd = os.open(fifo, os.O_RDWR)
+        try:
+            self._call("StartLogging", {"File": str(fifo), "Info": info_json(info)})
+        except BaseException:
+            os.close(fd)
+            fifo.unlink()
+            directory.rmdir()
+            raise
+        with self._lock:
+            self._logs[info.container_id] = _OpenLog(fifo, fd)
+
+    def _open(self, container_id: str) -> _OpenLog:
+        with self._lock:
+            log = self._logs.get(container_id)
+        if log is None:
+            raise LogNotFound(f"the log of '{container_id}' was not started; start it first")
+        return log
+
+    @hookimpl
+    def log_write(self, container_id: str, messages: Sequence[LogMessage]) -> None:
+        log = self._open(container_id)
+        for message in messages:
+            meta = None
+            previous = log.partial_id.pop(message.source, None)
+            if message.partial or previous is not None:
+                ident, ordinal = previous or (secrets.token_hex(16), 0)
+                meta = PartialMetadata(last=not message.partial, id=ident, ordinal=ordinal + 1)
+                if message.partial:
+                    log.partial_id[message.source] = (ident, ordinal + 1)
+            write_frame(log.stream, WireLogEntry(message.source, message.timestamp_ns, message.line,
+                                                 message.partial, meta))
+            log.written += 1
+
+    @hookimpl
+    def log_close(self, container_id: str) -> LogStats:
+        log = self._open(container_id)
+        with self._lock:
+            del self._logs[container_id]
+        try:
+            log.stream.flush()
+            self._call("StopLogging", {"File": str(log.fifo)})
+        finally:
+            log.stream.close()
+            log.fifo.unlink()
+            log.fifo.parent.rmdir()
+        return LogStats(written=log.written)
+
+    @hookimpl
+    def log_read(self, info: LogInfo, config: ReadConfig) -> Iterator[LogEntry] | None:
+        self.client.require(self.interface)
+        args = {
+            "Info": info_json(info),
+            "Config": {
+                "Since": _go_time(config.since_ns),
+                "Until": _go_time(config.until_ns),
+                "Tail": -1 if config.tail is None else config.tail,
+                "Follow": config.follow,
+            },
+        }
+        return self._entries(args)
+
+    def _entries(self, args: dict[str, Any]) -> Iterator[LogEntry]:
+        with self.client.stream("LogDriver.ReadLogs", args) as body:
+            while (entry := read_frame(body)) is not None:
+                yield LogEntry(
+                    entry.line.decode("utf-8", "replace"), entry.source, entry.time_nano, partial=entry.continues
+                )
+
+
+REMOTE_CLASSES: dict[str, type[_Remote]] = {
+    "graph": RemoteGraphDriver,
+    "volume": RemoteVolumeDriver,
+    "log": RemoteLogDriver,
+}
+
+
+def remote_driver(kind: str, plugin: str) -> object:
+    """The driver object of ``kind`` that calls Docker plugin ``plugin``."""
+    cls = REMOTE_CLASSES.get(kind)
+    if cls is None:
+        raise DriverNotFound(
+            f"a {kind} driver cannot be a Docker plugin in drivebay (docker-plugin:{plugin}); "
+            f"use one of the kinds {', '.join(REMOTE_CLASSES)} or an installed {kind} driver"
+        )
+    return cls(plugin)
