@@ -58,8 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a conformance case that takes minutes; runs only with --run-slow")
-    if config.getoption("drivebay_drivers"):
-        selected_drivers(config)  # an unknown --driver is a usage error before anything is collected
+    if config.getoption("drivebay_drivers") or config.getini("drivebay_drivers"):
+        selected_drivers(config)  # an unknown driver name is a usage error before anything is collected
 
 
 def is_suite_case(item: pytest.Item) -> bool:
