@@ -135,6 +135,7 @@ def test_errors_are_one_line_exit_1(drivebay: Drivebay) -> None:
         (["graph", "mount", "nope"], "layer 'nope' does not exist"),
         (["graph", "create", "x", "--parent", "nope"], "layer 'nope' does not exist"),
         (["--storage-opt", "size", "graph", "ls"], "not KEY=VALUE"),
+        (["graph", "apply", "x", "-i", "/nonexistent/layer.tar"], "/nonexistent/layer.tar: No such file"),
     ):
         result = drivebay.run(*args, check=False)
         stderr = result.stderr.decode()

@@ -153,6 +153,8 @@ def cmd_diff(ctx: CliContext) -> int:
 
 def cmd_apply(ctx: CliContext) -> int:
     a = ctx.args
+    if a.input is None and sys.stdin.isatty():
+        raise UsageError("refusing to read a layer tar from a terminal; use -i FILE or redirect stdin")
     with contextlib.ExitStack() as stack:
         stream: BinaryIO = sys.stdin.buffer if a.input is None else stack.enter_context(open(a.input, "rb"))
         size = ctx.graph().create_from_tar(a.layer_id, a.parent, stream)

@@ -2,7 +2,8 @@
 
 Each command module in :data:`COMMAND_MODULES` has ``register(subparsers)``,
 which adds its parsers and sets ``func`` to a handler ``(ctx) -> int``.
-Exit codes: 0 success, 1 a drivebay error (one line on stderr), 2 usage.
+Exit codes: 0 success, 1 a drivebay error or an OS error such as a missing
+input file (one line on stderr), 2 usage.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
 
 from drivebay import __version__
@@ -52,6 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DrivebayError as exc:
         print(f"drivebay: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # A file named on the command line that cannot be opened or written is the user's to fix, not a crash;
+        # --debug keeps the traceback for the cases that are drivebay's own.
+        if args.debug:
+            traceback.print_exc()
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"drivebay:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("drivebay: interrupted", file=sys.stderr)
         return 130
