@@ -34,6 +34,15 @@ ACTIVE_USAGE_TTL = 30.0
 """Seconds an active snapshot's usage is reused; CRI asks every 10 s for every container."""
 
 
+def _read_only(mount: Mount) -> Mount:
+    """A view's mount, read-only even where the driver's read-only stack mounts writable by default
+    (a fuse-overlayfs stack without upperdir, say): containerd promises views cannot be written.
+    """
+    if "ro" in mount.options:
+        return mount
+    return Mount(mount.type, mount.source, ("ro", *(o for o in mount.options if o != "rw")))
+
+
 def new_layer_id() -> str:
     return f"{LAYER_PREFIX}{uuid.uuid4().hex}"
 
@@ -93,6 +102,8 @@ class Snapshotter:
             references = self.graph.refcount(layer)
             try:
                 mounts = tuple(self.graph.mounts(layer))
+                if kind is Kind.VIEW:
+                    mounts = tuple(_read_only(m) for m in mounts)
                 holds_reference = self.graph.refcount(layer) > references
                 now = time.time()
                 self.store.add(
