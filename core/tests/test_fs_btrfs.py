@@ -104,3 +104,25 @@ def test_inode_paths_lists_hard_links(fs: Path) -> None:
 
 def test_version() -> None:
     assert btrfs.btrfs_version()
+
+
+def test_inodes_changed_since_a_snapshot(fs: Path) -> None:
+    base = fs / "base"
+    btrfs.create_subvolume(base)
+    for i in range(2000):
+        (base / f"f{i}").write_text("x")
+    (base / "d").mkdir()
+    btrfs.set_readonly(base, True)
+    child = fs / "child"
+    btrfs.snapshot(base, child, readonly=False)
+    since = btrfs.subvolume_info(child).otransid
+    btrfs.sync(child)
+    assert btrfs.inodes_changed_since(child, since) == []
+    (child / "f1500").write_text("changed")
+    (child / "d" / "new").write_text("new")
+    btrfs.sync(child)
+    changed = btrfs.inodes_changed_since(child, since)
+    expected = {os.lstat(child / p).st_ino for p in ("f1500", "d", "d/new")}
+    assert expected <= set(changed) <= expected | {btrfs.SUBVOLUME_INODE}
+    found = btrfs.inode_paths(child, sorted(expected))
+    assert sorted(p for paths in found.values() for p in paths) == ["d", "d/new", "f1500"]
