@@ -72,25 +72,26 @@ class _RootDirs:
         self.root = root
         self.root_fd = os.open(root, _DIR_FLAGS)
         self._fds: dict[tuple[str, ...], int] = {}
-        self._retired: list[int] = []
+        self.retired: list[int] = []
+        """Fds dropped from the cache, closed by :meth:`release`."""
 
     def close(self) -> None:
-        self._retired.extend(self._fds.values())
+        self.retired.extend(self._fds.values())
         self._fds.clear()
         self.release()
         os.close(self.root_fd)
 
     def release(self) -> None:
         """Close the fds dropped from the cache."""
-        for fd in self._retired:
+        for fd in self.retired:
             os.close(fd)
-        self._retired.clear()
+        self.retired.clear()
 
     def forget_under(self, parts: tuple[str, ...]) -> None:
         """Drop the fds of ``parts`` and below, after that directory was removed."""
         depth = len(parts)
         for key in [key for key in self._fds if key[:depth] == parts]:
-            self._retired.append(self._fds.pop(key))
+            self.retired.append(self._fds.pop(key))
 
     def fd(self, parts: tuple[str, ...], entry: str, create: bool = True) -> int:
         """An fd of directory ``parts``; missing directories are made (0755) when ``create``."""
@@ -126,11 +127,11 @@ class _RootDirs:
     def adopt(self, parts: tuple[str, ...], fd: int) -> None:
         """Cache ``fd``, just opened on directory ``parts``."""
         if len(self._fds) >= _MAX_CACHED_DIRS:
-            self._retired.extend(self._fds.values())
+            self.retired.extend(self._fds.values())
             self._fds.clear()
         old = self._fds.pop(parts, None)
         if old is not None:
-            self._retired.append(old)
+            self.retired.append(old)
         self._fds[parts] = fd
 
 
@@ -186,7 +187,8 @@ class _Applier:
     def apply(self, reader: TarReader) -> int:
         while (hdr := reader.next()) is not None:
             parts = member_parts(hdr.name)
-            self.dirs.release()
+            if self.dirs.retired:
+                self.dirs.release()
             try:
                 self._member(hdr, parts, reader)
             except OSError as exc:
@@ -201,7 +203,7 @@ class _Applier:
         if not parts:
             if hdr.type != DIRECTORY:
                 raise InvalidArchive(f"layer tar entry '{hdr.name}' names the layer root but is not a directory")
-            self._set_xattrs_times(self.dirs.root_fd, hdr, None)
+            self._set_xattrs(self.dirs.root_fd, hdr)
             self.dir_meta[parts] = hdr
             return
         name = parts[-1]
@@ -246,7 +248,7 @@ class _Applier:
                 os.mkdir(name, 0o700, dir_fd=parent_fd)
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         self.dirs.adopt(parts, fd)
-        self._set_xattrs_times(fd, hdr, None)
+        self._set_xattrs(fd, hdr)
         self.dir_meta[parts] = hdr
 
     def _regular(self, hdr: Header, parent_fd: int, name: str, parts: tuple[str, ...], reader: TarReader) -> None:
@@ -271,7 +273,9 @@ class _Applier:
             # Needed for special bits, bits the umask took, and after fchown cleared setuid/setgid.
             if hdr.mode != perm & ~self.umask:
                 os.fchmod(fd, hdr.mode)
-            self._set_xattrs_times(fd, hdr, hdr)
+            for key, value in hdr.xattrs.items():
+                os.setxattr(fd, key, value)
+            os.utime(fd, ns=(hdr.mtime_ns, hdr.mtime_ns))
         finally:
             os.close(fd)
 
@@ -322,11 +326,9 @@ class _Applier:
             if child not in self.written:
                 self._clear_path(fd, entry, child, os.stat(entry, dir_fd=fd, follow_symlinks=False))
 
-    def _set_xattrs_times(self, fd: int, hdr: Header, times: Header | None) -> None:
+    def _set_xattrs(self, fd: int, hdr: Header) -> None:
         for key, value in hdr.xattrs.items():
             os.setxattr(fd, key, value)
-        if times is not None:
-            os.utime(fd, ns=(times.mtime_ns, times.mtime_ns))
 
     def _set_path_meta(self, parent_fd: int, name: str, hdr: Header, chmod: bool) -> None:
         if self.chown:
