@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from drivebay.errors import LayerNotFound
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.loopfs import can_make, scratch_filesystem
 from drivebay.fs.mounts import mounts_under, unmount
@@ -76,8 +77,12 @@ class DriverCase:
         """``driver 'vfs', layers base -> rw``: how failures name what they compared."""
         graph = graph or self.graph
         layers = [layer_id]
-        while (parent := graph.parent(layers[-1])) is not None:
-            layers.append(parent)
+        try:
+            while (parent := graph.parent(layers[-1])) is not None:
+                layers.append(parent)
+        except LayerNotFound:
+            # Describing a failure must not raise over it: a half-made layer has no registered parent yet.
+            layers[-1] += " (not registered)"
         return f"driver '{self.name}', layers {' -> '.join(reversed(layers))}"
 
     def reference(self, name: str, *layers: Iterable[Node]) -> Path:
