@@ -80,6 +80,24 @@ def test_hook_graph_put_unmounts_at_last_reference(overlay2: GraphDriver) -> Non
     overlay2.loaded.hook.graph_put(layer_id="base")
 
 
+def test_hook_graph_create_rw_layer_writes_into_its_upper_dir(overlay2: GraphDriver) -> None:
+    _base(overlay2)
+    overlay2.create_rw("c1", "base")
+    assert not (overlay2.home / "c1" / "committed").exists()
+    assert (overlay2.home / "base" / "committed").exists()
+    with overlay2.mounted("c1") as path:
+        (path / "etc" / "motd").unlink()
+        (path / "bin" / "tool").write_bytes(b"#!/bin/sh\n")
+    upper = overlay2.home / "c1" / "diff"
+    assert os.lstat(upper / "etc" / "motd").st_rdev == 0 and not (upper / "etc" / "motd").is_file()
+    assert (upper / "bin" / "tool").read_bytes() == b"#!/bin/sh\n"
+    # A read-write layer with no parent is its diff dir, written directly.
+    overlay2.create_rw("scratch")
+    with overlay2.mounted("scratch") as path:
+        assert path == overlay2.home / "scratch" / "diff"
+        (path / "f").write_bytes(b"f")
+
+
 def test_read_only_layers_are_mounted_read_only(overlay2: GraphDriver) -> None:
     _base(overlay2)
     overlay2.create_from_tar("image", "base", layer_tar({"etc/new": b"n\n"}))
@@ -149,7 +167,10 @@ def test_hook_graph_status_reports_overlay_facts(overlay2: GraphDriver, backing_
     assert status["Max Depth"] == "500 lower layers"
     assert status["userxattr"] == "false"
     assert status["Mount Program"] == "kernel overlay (new mount API, lowerdir+)"
-    assert "needs xfs mounted with prjquota, or btrfs" in status["Quota"] or "prjquota" in status["Quota"]
+    if status["Backing Filesystem"] == "xfs":
+        assert "is not mounted with prjquota" in status["Quota"]
+    else:
+        assert status["Quota"].endswith("is on ext4; 'size' needs xfs mounted with prjquota, or btrfs")
 
 
 def test_hook_graph_metadata_names_the_overlay_dirs(overlay2: GraphDriver) -> None:
