@@ -85,8 +85,10 @@ class GraphEndpoints:
 
     def capabilities(self, request: PluginRequest) -> dict[str, Any]:
         caps = self.driver.capabilities
+        # drivebay writes its own canonical layer tars, not the bytes Docker was given, so Docker must keep
+        # tar-split data to export a layer exactly (docker save, push).
         return {
-            "Capabilities": {"ReproducesExactDiffs": True},
+            "Capabilities": {"ReproducesExactDiffs": False},
             "DrivebayCapabilities": capabilities_json(caps),
         }
 

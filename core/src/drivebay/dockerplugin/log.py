@@ -13,7 +13,8 @@ messages, so it stores them as one line, as Docker's own json-file does.
 dockerd calls StopLogging before it closes its end, so the reader finishes at
 end of file, not at StopLogging; ReadLogs waits for such a reader to finish
 before it reads, so ``docker logs`` right after a container exits sees every
-line.
+line. ReadLogs sends each whole line with its newline, because dockerd
+writes the lines a plugin returns to ``docker logs`` exactly as they come.
 """
 
 from __future__ import annotations
@@ -186,6 +187,9 @@ class LogEndpoints:
         def write(out: BinaryIO) -> None:
             for entry in entries:
                 line = entry.line.encode("utf-8", "surrogateescape")
+                # dockerd prints a plugin's lines as they come: a whole line carries its newline, as in json-file.
+                if not entry.partial:
+                    line += b"\n"
                 write_frame(out, WireLogEntry(entry.source, entry.timestamp_ns, line, entry.partial))
                 if config.follow:
                     out.flush()

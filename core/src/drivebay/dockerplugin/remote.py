@@ -366,9 +366,8 @@ class RemoteLogDriver(_Remote):
     def _entries(self, args: dict[str, Any]) -> Iterator[LogEntry]:
         with self.client.stream("LogDriver.ReadLogs", args) as body:
             while (entry := read_frame(body)) is not None:
-                yield LogEntry(
-                    entry.line.decode("utf-8", "replace"), entry.source, entry.time_nano, partial=entry.continues
-                )
+                line = entry.line[:-1] if entry.line.endswith(b"\n") and not entry.continues else entry.line
+                yield LogEntry(line.decode("utf-8", "replace"), entry.source, entry.time_nano, partial=entry.continues)
 
 
 REMOTE_CLASSES: dict[str, type[_Remote]] = {
