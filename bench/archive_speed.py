@@ -9,7 +9,8 @@ some symlinks), then times, median of 3 runs each:
 - apply: ``apply_layer_tar`` of a layer tar of the tree, vs ``tar -xf``;
 - diff: ``write_tree_tar`` of the tree, vs ``tar --sort=name -cf``.
 
-and prints both ratios (the issue asks for at most 1.3). Everything lives on
+and prints both ratios, of wall time (the issue asks for at most 1.3) and of
+CPU time (steadier when other work shares the machine). Everything lives on
 the tmpfs, which is unmounted at the end, failures included.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -36,13 +38,17 @@ def generate_tree(root: Path, files: int, seed: int) -> int:
     """A stdlib-like tree of about ``files`` files; returns its total bytes."""
     rng = random.Random(seed)
     dirs = [root]
+    # Packages nest at most 4 deep below the root, as in lib/python3.x.
+    can_nest = [(root, 0)]
     total = 0
     for index in range(files):
         if rng.random() < 0.06 or len(dirs) == 1:
-            parent = rng.choice(dirs[-50:])
+            parent, depth = rng.choice(can_nest[-50:])
             new = parent / f"pkg_{len(dirs)}"
             new.mkdir()
             dirs.append(new)
+            if depth + 1 < 4:
+                can_nest.append((new, depth + 1))
         parent = rng.choice(dirs[-20:])
         if rng.random() < 0.02:
             os.symlink(f"module_{index - 1}.py", parent / f"alias_{index}.py")
@@ -54,15 +60,27 @@ def generate_tree(root: Path, files: int, seed: int) -> int:
     return total
 
 
-def median_time(run: Callable[[], None], reset: Callable[[], None]) -> float:
-    """Median wall time of ``RUNS`` runs of ``run``, each after ``reset``."""
-    times = []
+def _cpu_seconds() -> float:
+    # Ours runs in this process, GNU tar in a child: count both, user and system time.
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def median_time(run: Callable[[], None], reset: Callable[[], None]) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``RUNS`` runs of ``run``, each after ``reset``.
+
+    CPU time is printed too because on a busy machine wall time mostly
+    measures the other processes.
+    """
+    walls, cpus = [], []
     for _ in range(RUNS):
         reset()
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), _cpu_seconds()
         run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(_cpu_seconds() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def fresh_dir(path: Path) -> Callable[[], None]:
@@ -116,11 +134,15 @@ def main() -> int:
         diff_gnu = median_time(gnu_diff, nothing)
         apply_ours = median_time(ours_apply, fresh_dir(out_dir))
         apply_gnu = median_time(gnu_apply, fresh_dir(out_dir))
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for label, ours, gnu in (
         ("diff  (write_tree_tar vs tar --sort=name -cf)", diff_ours, diff_gnu),
         ("apply (apply_layer_tar vs tar -xf)           ", apply_ours, apply_gnu),
     ):
-        print(f"{label}: {ours:.2f}s vs {gnu:.2f}s = {ours / gnu:.2f}x")
+        print(
+            f"{label}: wall {ours[0]:.2f}s vs {gnu[0]:.2f}s = {ours[0] / gnu[0]:.2f}x, "
+            f"CPU {ours[1]:.2f}s vs {gnu[1]:.2f}s = {ours[1] / gnu[1]:.2f}x"
+        )
     return 0
 
 

@@ -158,9 +158,11 @@ def encode_header(hdr: Header) -> bytes:
     main = _ustar_block(name, hdr.mode & 0o7777, uid, gid, size, sec, hdr.type, linkname, dev)
     if not records:
         return main
-    if len(records) > 1:
+    if len(records) == 1:
+        data = _pax_record(*records[0])
+    else:
         records.sort()
-    data = b"".join([_pax_record(k, v) for k, v in records])
+        data = b"".join([_pax_record(k, v) for k, v in records])
     return b"".join((_pax_header_block(len(data)), data, _ZERO_BLOCK[: -len(data) % BLOCK], main))
 
 
