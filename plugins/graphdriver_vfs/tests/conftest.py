@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from vfs_testkit import OpenVfs
 
 from drivebay.errors import DriverNotSupported
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.loopfs import scratch_filesystem
 from drivebay.loader import KINDS, load_driver
 from drivebay.state import StateDB
-
-OpenVfs = Callable[..., GraphDriver]
 
 
 @pytest.fixture
@@ -44,29 +41,3 @@ def open_vfs(tmp_path: Path) -> Iterator[OpenVfs]:
 @pytest.fixture
 def vfs(open_vfs: OpenVfs) -> GraphDriver:
     return open_vfs()
-
-
-def layer_tar(entries: Mapping[str, bytes | str | None]) -> io.BytesIO:
-    """A layer tar written by Python's tarfile (independent of drivebay's writer).
-
-    Names ending in ``/`` are directories; ``bytes`` are file contents; a ``str``
-    is a symlink target; ``None`` is an empty file (whiteouts are spelled out:
-    ``.wh.NAME``, ``dir/.wh..wh..opq``).
-    """
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in sorted(entries.items()):
-            info = tarfile.TarInfo(name.rstrip("/"))
-            info.mtime = 1_700_000_000
-            if name.endswith("/"):
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            elif isinstance(data, str):
-                info.type, info.linkname = tarfile.SYMTYPE, data
-                tar.addfile(info)
-            else:
-                payload = data or b""
-                info.size, info.mode = len(payload), 0o644
-                tar.addfile(info, io.BytesIO(payload))
-    buf.seek(0)
-    return buf

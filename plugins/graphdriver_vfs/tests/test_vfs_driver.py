@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import OpenVfs, layer_tar
+from vfs_testkit import OpenVfs, layer_tar
 
 from drivebay.errors import InvalidConfig, LayerInUse, QuotaNotSupported
 from drivebay.facades.graph import GraphDriver
