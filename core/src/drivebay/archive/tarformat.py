@@ -227,7 +227,9 @@ class TarReader:
         self._pending -= end - self._pos
         self._pos = end
         if not self._pending and self._pad:
-            if len(self._take(self._pad)) != self._pad:
+            if end + self._pad <= len(self._buf):
+                self._pos = end + self._pad
+            elif len(self._take(self._pad)) != self._pad:
                 raise InvalidArchive("the layer tar ends in the middle of a member; the stream is truncated")
             self._pad = 0
         return out
@@ -240,13 +242,6 @@ class TarReader:
     def _start(self, size: int) -> None:
         self._pending = size
         self._pad = -size % BLOCK
-
-    def _data_of(self, size: int) -> bytes:
-        self._start(size)
-        parts = []
-        while self._pending:
-            parts.append(self.read_data(self._pending))
-        return b"".join(parts)
 
     def drain(self) -> None:
         """Read the stream to its end, as moby does, so that callers hashing it see every byte."""
@@ -352,15 +347,13 @@ def _parse_pax(data: bytes) -> dict[bytes, bytes]:
 
 
 def _pax_mtime_ns(value: bytes) -> int:
-    text = value.decode("ascii")
-    negative = text.startswith("-")
-    whole, _, frac = text.lstrip("-").partition(".")
-    ns = int(whole or "0") * 1_000_000_000 + int((frac + "000000000")[:9])
+    negative = value.startswith(b"-")
+    whole, _, frac = value.lstrip(b"-").partition(b".")
+    try:
+        ns = int(whole or b"0") * 1_000_000_000 + int((frac + b"000000000")[:9])
+    except ValueError as exc:
+        raise InvalidArchive(f"a layer tar has a bad PAX mtime {value!r}; the stream is corrupt") from exc
     return -ns if negative else ns
-
-
-def _fast_numbers(*raw: bytes) -> list[int]:
-    return [int(field.rstrip(_NUL_SPACE) or b"0", 8) for field in raw]
 
 
 def _decode(
@@ -389,7 +382,10 @@ def _decode(
         shown = name.decode("utf-8", "replace")
         raise InvalidArchive(f"layer tar member '{shown}' has unsupported type {typeflag!r}; rebuild the layer")
     try:
-        mode, uid, gid, mtime = _fast_numbers(raw_mode, raw_uid, raw_gid, raw_mtime)
+        mode = int(raw_mode.rstrip(_NUL_SPACE) or b"0", 8)
+        uid = int(raw_uid.rstrip(_NUL_SPACE) or b"0", 8)
+        gid = int(raw_gid.rstrip(_NUL_SPACE) or b"0", 8)
+        mtime = int(raw_mtime.rstrip(_NUL_SPACE) or b"0", 8)
     except ValueError:
         mode, uid, gid, mtime = (_number(f, "number") for f in (raw_mode, raw_uid, raw_gid, raw_mtime))
     hdr = Header(
