@@ -151,7 +151,8 @@ class DockerEngine:
         return self.base / "dockerd.log"
 
     def _prefix(self) -> list[str]:
-        return ["ip", "netns", "exec", self.netns] if self.netns else []
+        # nsenter, not 'ip netns exec': that remounts /sys, and dockerd then finds no cgroups.
+        return ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
 
     def start(self, *extra: str) -> None:
         command = [

@@ -7,14 +7,19 @@ stopped last, because dockerd calls it while shutting down.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import DockerEngine, PluginFactory, needs_root, unmount_everything_under
+from conftest import DockerEngine, PluginFactory, needs_root, unique_plugin_name, unmount_everything_under
+from drivebay.dockerplugin.discovery import SOCKETS_DIR
 
 pytestmark = [needs_root, pytest.mark.slow]
 
@@ -104,3 +109,65 @@ def test_graph_plugin_runs_commits_and_saves_images(
     ]
     unmount_everything_under(drivebay_root)
     docker("rmi", "bb:2", "bb:1")
+
+
+@dataclass
+class PluginProcess:
+    """``drivebay plugin serve`` running as its own process (inside a network namespace)."""
+
+    name: str
+    root: Path
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def bridge_plugin_in_netns(netns: str, tmp_path: Path, wait_for: Callable[..., None]) -> Iterator[PluginProcess]:
+    """The bridge driver served from inside ``netns``; stopped by SIGTERM afterwards."""
+    name = unique_plugin_name()
+    root = tmp_path / "net-root"
+    socket = SOCKETS_DIR / f"{name}.sock"
+    log = tmp_path / "plugin.log"
+    command = [
+        "ip", "netns", "exec", netns, sys.executable, "-m", "drivebay.cli.main", "--root", str(root),
+        "plugin", "serve", "--kind", "network", "--driver", "bridge", "--name", name, "--socket", str(socket),
+    ]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: socket.exists() or process.poll() is not None, 30, f"the plugin socket {socket}")
+        assert process.poll() is None, f"drivebay plugin serve exited: {log.read_text()}"
+        yield PluginProcess(name, root, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    assert process.returncode == 0, log.read_text()
+    assert not socket.exists(), "the server must remove its socket on exit"
+
+
+def test_network_plugin_gives_containers_a_working_interface(
+    netns: str, bridge_plugin_in_netns: PluginProcess, docker_engine: DockerEngine, busybox_tar: Path
+) -> None:
+    plugin = bridge_plugin_in_netns
+    docker_engine.netns = netns
+    docker_engine.start()
+    docker = docker_engine.docker
+    docker("import", str(busybox_tar), "bb:1")
+    docker("network", "create", "-d", plugin.name, "--ipam-driver", plugin.name, "net1")
+    network = json.loads(docker("network", "inspect", "net1").stdout)[0]
+    assert network["Driver"] == plugin.name
+    subnet = ipaddress.IPv4Network(network["IPAM"]["Config"][0]["Subnet"])
+    gateway = network["IPAM"]["Config"][0]["Gateway"]
+    bridges = subprocess.run(
+        ["ip", "netns", "exec", netns, "ip", "-4", "-o", "addr", "show", "type", "bridge"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert f"inet {gateway}/{subnet.prefixlen}" in bridges, "the gateway lives on the bridge driver's bridge"
+    shown = docker(
+        "run", "--rm", "--network", "net1", "bb:1", "sh", "-c", f"ip -4 -o addr show eth0 && ping -c 1 -W 5 {gateway}"
+    ).stdout
+    address = ipaddress.IPv4Interface(shown.split(" inet ")[1].split()[0])
+    assert address.network == subnet and str(address.ip) != gateway
+    assert "1 packets received" in shown
+    docker("network", "rm", "net1")
+    links = subprocess.run(["ip", "netns", "exec", netns, "ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert f"br-{network['Id'][:12]}" not in links

@@ -22,8 +22,11 @@ restart.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+import socket
+import struct
 import threading
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -48,16 +51,22 @@ def _text(body: dict[str, Any], key: str, method: str) -> str:
     return value
 
 
+SIOCGIFHWADDR = 0x8927
+
+
+def _hardware_address(name: str) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        answer = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, struct.pack("256s", name.encode()[:15]))
+    return ":".join(f"{byte:02x}" for byte in answer[18:24])
+
+
 def interface_with_mac(mac: str, exclude: str) -> str:
-    """The name of the interface of this namespace with MAC ``mac``, other than ``exclude``."""
-    for name in sorted(os.listdir("/sys/class/net")):
-        if name == exclude:
-            continue
-        try:
-            address = Path(f"/sys/class/net/{name}/address").read_text(encoding="ascii").strip()
-        except OSError:
-            continue
-        if address.lower() == mac.lower():
+    """The name of the interface of this network namespace with MAC ``mac``, other than ``exclude``.
+
+    Asked of the kernel (ioctl), not of /sys, which shows the namespace /sys was mounted in.
+    """
+    for _, name in socket.if_nameindex():
+        if name != exclude and _hardware_address(name) == mac.lower():
             return name
     raise NetworkNotFound(f"no interface with MAC {mac} in the plugin's namespace; the endpoint was not created")
 
