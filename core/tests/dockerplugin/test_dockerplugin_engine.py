@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from plugin_fixtures import DockerEngine, PluginFactory, needs_root, unique_plugin_name, unmount_everything_under
 
-from conftest import DockerEngine, PluginFactory, needs_root, unique_plugin_name, unmount_everything_under
 from drivebay.dockerplugin.discovery import SOCKETS_DIR
 
 pytestmark = [needs_root, pytest.mark.slow]
