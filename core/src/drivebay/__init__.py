@@ -2,5 +2,5 @@
 
 from drivebay.hookspecs import hookimpl, hookspec
 
-__all__ = ["hookimpl", "hookspec", "__version__"]
+__all__ = ["__version__", "hookimpl", "hookspec"]
 __version__ = "0.1.0"

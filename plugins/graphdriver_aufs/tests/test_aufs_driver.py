@@ -7,7 +7,6 @@ import io
 import os
 import shutil
 import tarfile
-from pathlib import Path
 
 import pytest
 

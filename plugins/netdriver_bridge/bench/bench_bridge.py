@@ -30,11 +30,10 @@ from contextlib import contextmanager
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from drivebay_netdriver_bridge.namespaces import entered
-
 from drivebay.facades.network import NetworkDriver
 from drivebay.loader import KINDS, load_driver
 from drivebay.state import StateDB
+from drivebay_netdriver_bridge.namespaces import entered
 
 SINK = textwrap.dedent(
     """

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from bridge_testkit import NETNS_DIR, Namespaces, inode, ip, open_driver
-from drivebay_netdriver_bridge.namespaces import entered
 
 from drivebay.facades.network import NetworkDriver
+from drivebay_netdriver_bridge.namespaces import entered
 
 
 @pytest.fixture

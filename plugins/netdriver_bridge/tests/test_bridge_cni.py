@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from bridge_testkit import Namespaces
+
 from drivebay_netdriver_bridge.firewall import TABLE
 
 PLUGIN = Path(sys.executable).with_name("drivebay-cni-bridge")

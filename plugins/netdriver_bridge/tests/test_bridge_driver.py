@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from bridge_testkit import Namespaces, open_driver
-from drivebay_netdriver_bridge.driver import BridgeDriver
-from drivebay_netdriver_bridge.firewall import TABLE, endpoint_tag, network_tag
-from drivebay_netdriver_bridge.ipam import DEFAULT_POOLS
 
 from drivebay.errors import AddressUnavailable, InvalidConfig, NetworkExists, NetworkInUse
 from drivebay.facades.network import NetworkDriver
 from drivebay.hookspecs.network import Network, PortMapping
+from drivebay_netdriver_bridge.driver import BridgeDriver
+from drivebay_netdriver_bridge.firewall import TABLE, endpoint_tag, network_tag
+from drivebay_netdriver_bridge.ipam import DEFAULT_POOLS
 
 UPLINK = IPv4Interface("198.51.100.1/24")
 OUTSIDE = IPv4Address("198.51.100.2")

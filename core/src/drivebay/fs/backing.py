@@ -34,8 +34,8 @@ def backing_filesystem(path: Path) -> str:
     target = Path(os.path.realpath(_existing(path)))
     best = None
     for entry in mount_table():
-        if target == entry.mount_point or entry.mount_point in target.parents:
-            if best is None or len(entry.mount_point.parts) >= len(best.mount_point.parts):
-                best = entry
+        covers = target == entry.mount_point or entry.mount_point in target.parents
+        if covers and (best is None or len(entry.mount_point.parts) >= len(best.mount_point.parts)):
+            best = entry
     return best.fstype if best else "unknown"
 

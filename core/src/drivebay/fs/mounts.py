@@ -73,7 +73,7 @@ def mount_table() -> list[MountEntry]:
         for line in f:
             left, _, right = line.partition(" - ")
             fields = left.split()
-            fstype, source, super_opts = (right.split() + ["", "", ""])[:3]
+            fstype, source, super_opts = [*right.split(), "", "", ""][:3]
             entries.append(
                 MountEntry(Path(_unescape(fields[4])), fstype, _unescape(source), fields[5], super_opts)
             )

@@ -102,7 +102,7 @@ def graph_capabilities() -> GraphCapabilities:  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
-def graph_probe(home: Path) -> str | None:  # type: ignore[empty-body]
+def graph_probe(home: Path) -> str | None:
     """Tell whether this host can run the driver with its data at ``home``.
 
     Called by ``drivebay drivers``, ``drivebay info`` and auto-selection, before

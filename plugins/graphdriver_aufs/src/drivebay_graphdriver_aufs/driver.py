@@ -70,7 +70,9 @@ class AufsDriver:
             )
         reason = self.graph_probe(home)
         if reason is not None:
-            raise DriverNotSupported(NAME, reason, "install fuse-overlayfs or use a kernel with aufs, or choose overlay2")
+            raise DriverNotSupported(
+                NAME, reason, "install fuse-overlayfs or use a kernel with aufs, or choose overlay2"
+            )
         chosen = choose_mount_path()
         assert not isinstance(chosen, str)
         self._mount_path = chosen
