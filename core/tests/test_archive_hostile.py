@@ -10,6 +10,7 @@ import pytest
 from conftest import Member, build_tar
 
 from drivebay.archive import WhiteoutFormat, apply_layer_tar
+from drivebay.archive.tarformat import Header, encode_header
 from drivebay.errors import InvalidArchive, UnsafeArchive
 from drivebay.testing.treecompare import snapshot_tree
 
@@ -45,6 +46,9 @@ HOSTILE = {
         Member("a", kind="symlink", target="../../outside"),
         Member("a/.wh.sentinel"),
     ),
+    "whiteout-of-dot": (Member("a/", kind="dir"), Member("a/.wh..")),
+    "whiteout-of-dotdot": (Member(".wh..."),),
+    "whiteout-of-nothing": (Member(".wh."),),
     "hardlink-absolute": (Member("passwd", kind="hardlink", target="/etc/passwd"),),
     "hardlink-dotdot": (Member("x", kind="hardlink", target="../outside/sentinel"),),
     "hardlink-through-symlink": (
@@ -54,8 +58,11 @@ HOSTILE = {
 }
 
 
+@pytest.mark.parametrize("fmt", [WhiteoutFormat.DELETE, WhiteoutFormat.OVERLAY])
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_tar_is_refused_and_writes_nothing_outside(layout: tuple[Path, Path], case: str) -> None:
+def test_hostile_tar_is_refused_and_writes_nothing_outside(
+    layout: tuple[Path, Path], case: str, fmt: WhiteoutFormat
+) -> None:
     root, outside = layout
     parent = root.parent.parent
     before = snapshot_tree(parent, hash_content=True)
@@ -64,7 +71,7 @@ def test_hostile_tar_is_refused_and_writes_nothing_outside(layout: tuple[Path, P
         Member(m.name, m.kind, m.data, str(outside) if m.target == "/tmp/outside" else m.target) for m in HOSTILE[case]
     )
     with pytest.raises(UnsafeArchive) as info:
-        apply_layer_tar(io.BytesIO(build_tar(*members)), root, WhiteoutFormat.DELETE)
+        apply_layer_tar(io.BytesIO(build_tar(*members)), root, fmt)
     assert "'" in str(info.value)  # the message names the entry
     after = snapshot_tree(parent, hash_content=True)
     changed = {p for p in set(before.entries) | set(after.entries) if before.entries.get(p) != after.entries.get(p)}
@@ -116,3 +123,10 @@ def test_truncated_tar_is_invalid(layout: tuple[Path, Path]) -> None:
     data = build_tar(Member("f", data=b"x" * 5000))
     with pytest.raises(InvalidArchive, match="truncated"):
         apply_layer_tar(io.BytesIO(data[:2048]), root, WhiteoutFormat.DELETE)
+
+
+def test_nul_in_a_pax_path_is_invalid(layout: tuple[Path, Path]) -> None:
+    root, _ = layout
+    data = encode_header(Header(name="a\x00b" + "c" * 120, type=b"0")) + bytes(1024)
+    with pytest.raises(InvalidArchive, match="NUL"):
+        apply_layer_tar(io.BytesIO(data), root, WhiteoutFormat.DELETE)

@@ -58,6 +58,8 @@ def member_parts(name: str, what: str = "entry") -> tuple[str, ...]:
         parts = tuple(part for part in parts if part and part != ".")
     if ".." in parts:
         raise UnsafeArchive(f"layer tar {what} '{name}' contains '..'; refusing to write outside the layer")
+    if "\x00" in name:
+        raise InvalidArchive(f"layer tar {what} {name!r} contains a NUL byte; the layer is corrupt")
     return parts
 
 
@@ -306,8 +308,11 @@ class _Applier:
             return
         if name.startswith(AUFS_META_PREFIX):
             return  # aufs bookkeeping, not content
-        parent_fd = self.dirs.fd(parts[:-1], hdr.name)
         victim = name[len(WHITEOUT_PREFIX) :]
+        if victim in ("", ".", ".."):
+            # '.wh..' would delete the directory holding it, '.wh...' its parent.
+            raise UnsafeArchive(f"layer tar whiteout '{hdr.name}' names no entry; refusing to delete outside it")
+        parent_fd = self.dirs.fd(parts[:-1], hdr.name)
         st = _lstat(parent_fd, victim)
         if st is not None:
             self._clear_path(parent_fd, victim, (*parts[:-1], victim), st)

@@ -44,7 +44,8 @@ def whited_out_name(name: str, st: os.stat_result, fmt: WhiteoutFormat) -> str |
         if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
             return name
     elif fmt is WhiteoutFormat.AUFS and name.startswith(WHITEOUT_PREFIX) and not name.startswith(AUFS_META_PREFIX):
-        return name[len(WHITEOUT_PREFIX) :]
+        victim = name[len(WHITEOUT_PREFIX) :]
+        return victim if victim not in ("", ".", "..") else None
     return None
 
 

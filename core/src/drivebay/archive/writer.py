@@ -122,7 +122,8 @@ class LayerTarOutput:
 
 
 def _name_key(name: str) -> bytes:
-    return os.fsencode(name)
+    # os.fsencode's result, without its Python-level checks (this runs once per entry).
+    return name.encode("utf-8", "surrogateescape")
 
 
 def _whiteout_header(member: str, st: os.stat_result | None) -> Header:
