@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import Member, build_tar
+from conftest import Member, build_tar, needs_root
 
 from drivebay.archive import WhiteoutFormat, apply_layer_tar
 from drivebay.archive.tarformat import Header, encode_header
@@ -130,3 +130,11 @@ def test_nul_in_a_pax_path_is_invalid(layout: tuple[Path, Path]) -> None:
     data = encode_header(Header(name="a\x00b" + "c" * 120, type=b"0")) + bytes(1024)
     with pytest.raises(InvalidArchive, match="NUL"):
         apply_layer_tar(io.BytesIO(data), root, WhiteoutFormat.DELETE)
+
+
+@needs_root
+def test_driver_xattrs_in_a_tar_are_not_applied(layout: tuple[Path, Path]) -> None:
+    root, _ = layout
+    hdr = Header(name="f", type=b"0", xattrs={"trusted.overlay.redirect": b"/etc", "user.kept": b"yes"})
+    apply_layer_tar(io.BytesIO(encode_header(hdr) + bytes(1024)), root, WhiteoutFormat.OVERLAY)
+    assert os.listxattr(root / "f") == ["user.kept"]

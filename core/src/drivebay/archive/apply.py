@@ -31,6 +31,7 @@ from drivebay.archive.tarformat import (
 )
 from drivebay.archive.whiteouts import (
     AUFS_META_PREFIX,
+    DRIVER_XATTR_PREFIXES,
     OPAQUE_MARKER,
     OVERLAY_OPAQUE_XATTR,
     WHITEOUT_PREFIX,
@@ -149,6 +150,14 @@ def _lstat(parent_fd: int, name: str) -> os.stat_result | None:
         return os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     except FileNotFoundError:
         return None
+
+
+def _content_xattrs(hdr: Header) -> list[tuple[str, bytes]]:
+    # A tar must not plant the bookkeeping of a driver (an overlay redirect or
+    # opaque flag) in a layer; the writer never stores those names either.
+    if not hdr.xattrs:
+        return []
+    return [(key, value) for key, value in hdr.xattrs.items() if not key.startswith(DRIVER_XATTR_PREFIXES)]
 
 
 def _proc_path(parent_fd: int, name: str) -> str:
@@ -275,7 +284,7 @@ class _Applier:
             # Needed for special bits, bits the umask took, and after fchown cleared setuid/setgid.
             if hdr.mode != perm & ~self.umask:
                 os.fchmod(fd, hdr.mode)
-            for key, value in hdr.xattrs.items():
+            for key, value in _content_xattrs(hdr):
                 os.setxattr(fd, key, value)
             os.utime(fd, ns=(hdr.mtime_ns, hdr.mtime_ns))
         finally:
@@ -332,7 +341,7 @@ class _Applier:
                 self._clear_path(fd, entry, child, os.stat(entry, dir_fd=fd, follow_symlinks=False))
 
     def _set_xattrs(self, fd: int, hdr: Header) -> None:
-        for key, value in hdr.xattrs.items():
+        for key, value in _content_xattrs(hdr):
             os.setxattr(fd, key, value)
 
     def _set_path_meta(self, parent_fd: int, name: str, hdr: Header, chmod: bool) -> None:
@@ -340,7 +349,7 @@ class _Applier:
             os.chown(name, hdr.uid, hdr.gid, dir_fd=parent_fd, follow_symlinks=False)
         if chmod:
             os.chmod(name, hdr.mode, dir_fd=parent_fd)
-        for key, value in hdr.xattrs.items():
+        for key, value in _content_xattrs(hdr):
             os.setxattr(_proc_path(parent_fd, name), key, value, follow_symlinks=False)
         os.utime(name, ns=(hdr.mtime_ns, hdr.mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
 
