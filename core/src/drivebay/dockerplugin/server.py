@@ -225,7 +225,9 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def start(self) -> None:
         """Serve in a background thread (tests, benchmarks); :meth:`close` stops it."""
-        self._thread = threading.Thread(target=self.serve_forever, name=f"plugin-server {self.path}", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, args=(0.05,), name=f"plugin-server {self.path}", daemon=True
+        )
         self._thread.start()
 
     def close(self) -> None:
