@@ -21,7 +21,14 @@ from plugin_fixtures import PluginFactory, ServedPlugin, needs_root
 
 from drivebay.dockerplugin.client import PluginClient, backoff, remote_error
 from drivebay.dockerplugin.discovery import PluginAddress, find_plugin
-from drivebay.dockerplugin.logentry import PartialMetadata, WireLogEntry, decode_entry, encode_entry, read_frame, write_frame
+from drivebay.dockerplugin.logentry import (
+    PartialMetadata,
+    WireLogEntry,
+    decode_entry,
+    encode_entry,
+    read_frame,
+    write_frame,
+)
 from drivebay.dockerplugin.server import PluginServer, error_answer
 from drivebay.errors import InvalidConfig, LayerNotFound, PluginError, VolumeNotFound
 
@@ -58,6 +65,11 @@ def layer_tar(files: dict[str, bytes]) -> bytes:
             info.mtime = 1_700_000_000
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def tar_names(data: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return sorted(tar.getnames())
 
 
 # -- activation and errors ------------------------------------------------------------
@@ -189,8 +201,7 @@ def test_graph_endpoints_round_trip_layers(serve_plugin: PluginFactory, driver: 
     assert call("GraphDriver.DiffSize", {"ID": "child", "Parent": "base"}) == {"Size": 1}
     out = io.BytesIO()
     plugin.client.copy_stream("GraphDriver.Diff", {"ID": "child", "Parent": "base"}, out)
-    out.seek(0)
-    assert sorted(tarfile.open(fileobj=out).getnames()) == ["etc", "etc/.wh.motd", "new"]
+    assert tar_names(out.getvalue()) == ["etc", "etc/.wh.motd", "new"]
     directory = Path(str(call("GraphDriver.Get", {"ID": "child", "MountLabel": ""})["Dir"]))
     assert (directory / "bin" / "tool").stat().st_size == 70_000 and not (directory / "etc" / "motd").exists()
     assert call("GraphDriver.Put", {"ID": "child"}) == {}
@@ -221,7 +232,7 @@ def test_a_client_leaving_mid_diff_does_not_hurt_the_server(serve_plugin: Plugin
         sock.close()
     out = io.BytesIO()
     plugin.client.copy_stream("GraphDriver.Diff", {"ID": "big"}, out)
-    assert len(tarfile.open(fileobj=io.BytesIO(out.getvalue())).getnames()) == 24
+    assert len(tar_names(out.getvalue())) == 24
     assert call("GraphDriver.Remove", {"ID": "big"}) == {}
 
 
