@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-grpc = pytest.importorskip("grpc", reason="grpcio is not installed: pip install 'drivebay[snapshotter]'")
+pytest.importorskip("grpc", reason="grpcio is not installed: pip install 'drivebay[snapshotter]'")
 
-from google.protobuf import field_mask_pb2  # noqa: E402 - after the skip above
-from snapshotter_fixtures import Served, driver_root, open_graph, serve, short_tempdir  # noqa: E402
+import grpc
+from google.protobuf import field_mask_pb2
+from snapshotter_fixtures import Served, driver_root, open_graph, serve, short_tempdir
 
-from drivebay.snapshotter.proto import snapshots_pb2 as pb  # noqa: E402
-from drivebay.snapshotter.snapshots import LAYER_PREFIX  # noqa: E402
+from drivebay.snapshotter.proto import snapshots_pb2 as pb
+from drivebay.snapshotter.snapshots import LAYER_PREFIX
 
 
 def code_of(call: object) -> grpc.StatusCode:
@@ -85,7 +86,8 @@ def test_update_sets_and_deletes_labels_like_containerd(served: Served) -> None:
     def update(labels: dict[str, str], paths: list[str]) -> pb.Info:
         request = pb.UpdateSnapshotRequest(info=pb.Info(name="k", labels=labels),
                                            update_mask=field_mask_pb2.FieldMask(paths=paths))
-        return stub.Update(request).info
+        info: pb.Info = stub.Update(request).info
+        return info
 
     assert dict(update({"new": "3"}, ["labels.new", "labels.drop"]).labels) == {"keep": "1", "new": "3"}
     assert dict(update({"only": "4"}, ["labels"]).labels) == {"only": "4"}
