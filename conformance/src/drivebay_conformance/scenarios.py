@@ -256,7 +256,12 @@ KINDS = [
     Kind("xattrs", "/data/xattrs", _xattrs, "xattrs"),
     Kind("security-capability", "/data/ping", _capability, "xattrs"),
     Kind("sparse-file", "/data/sparse", _sparse),
-    Kind("255-byte-name", f"/data/{LONG_NAME}", lambda v: (v / "data" / LONG_NAME).write_bytes(b"long\n")),
+    Kind(
+        "255-byte-name",
+        f"/data/{LONG_NAME}",
+        lambda v: (v / "data" / LONG_NAME).write_bytes(b"long\n"),
+        "long_names",
+    ),
     Kind("deep-path", "/data/" + "/".join(DEEP_PARTS) + "/bottom.txt", _deep),
     Kind("empty-file-and-dir", "/data/empty", _empty),
 ]

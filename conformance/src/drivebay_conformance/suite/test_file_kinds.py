@@ -52,7 +52,6 @@ def _kinds_layer(case: DriverCase) -> list[Node]:
         symlink("kinds/absolute", "/etc/passwd", mtime=t + 3),
         symlink("kinds/relative", "../etc/passwd", mtime=t + 4),
         fifo("kinds/fifo"),
-        file(f"kinds/{LONG_NAME}", b"long\n", mtime=t + 5),
         file("kinds/empty", b"", 0o600, mtime=t + 6),
         directory("kinds/empty-dir", 0o700, mtime=t + 7),
         file("kinds/setuid-owned", b"s\n", 0o4750, uid=1000, gid=50, mtime=t + 8),
@@ -62,6 +61,8 @@ def _kinds_layer(case: DriverCase) -> list[Node]:
         deep = f"{deep}/{part}"
         nodes.append(directory(deep, mtime=t + 9))
     nodes.append(file(f"{deep}/bottom.txt", b"bottom\n", mtime=t + 10))
+    if case.capabilities.long_names:
+        nodes.append(file(f"kinds/{LONG_NAME}", b"long\n", mtime=t + 5))
     if case.capabilities.hardlinks:
         nodes.append(hardlink("kinds/hardlink", "kinds/file"))
     if case.capabilities.device_nodes:

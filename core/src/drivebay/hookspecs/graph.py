@@ -78,6 +78,8 @@ class GraphCapabilities:
       unmounted first) instead of failing with ``LayerInUse``.
     - ``xattrs``, ``device_nodes``, ``hardlinks``: file features the driver
       preserves.
+    - ``long_names``: file names of the full 255 bytes work; ``False`` when the
+      driver's whiteouts need room in the name (aufs's ``.wh.`` form allows 251).
     """
 
     native_diff: bool
@@ -89,6 +91,7 @@ class GraphCapabilities:
     xattrs: bool = True
     device_nodes: bool = True
     hardlinks: bool = True
+    long_names: bool = True
     extra: Mapping[str, str] = field(default_factory=dict)
 
 

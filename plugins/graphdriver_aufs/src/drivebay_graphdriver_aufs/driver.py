@@ -52,7 +52,7 @@ class AufsDriver:
 
     @hookimpl
     def graph_capabilities(self) -> GraphCapabilities:
-        return GraphCapabilities(native_diff=True, quota=False, max_depth=MAX_DEPTH)
+        return GraphCapabilities(native_diff=True, quota=False, max_depth=MAX_DEPTH, long_names=False)
 
     @hookimpl
     def graph_probe(self, home: Path) -> str | None:
