@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from drivebay_graphdriver_overlay2.mounting import PAGE_SIZE, KernelOverlay, OverlayStack
 from overlay2_testkit import OpenDriver, layer_tar
 
 from drivebay.errors import DepthLimitExceeded, MountError
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import is_mountpoint, unmount
+from drivebay_graphdriver_overlay2.mounting import PAGE_SIZE, KernelOverlay, OverlayStack
 
 MAX = 500
 

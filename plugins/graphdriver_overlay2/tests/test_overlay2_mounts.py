@@ -9,13 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from drivebay_graphdriver_overlay2.layout import SHORT_ID_LENGTH
 from overlay2_testkit import OpenDriver, layer_tar, mount_count, require_root
 
 from drivebay.errors import DriverNotSupported, InvalidConfig, LayerNotFound, QuotaNotSupported
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import is_mountpoint, mount, mounts_under, unmount
 from drivebay.loader import KINDS, load_driver
+from drivebay_graphdriver_overlay2.layout import SHORT_ID_LENGTH
 
 
 def _base(driver: GraphDriver, layer_id: str = "base") -> str:
