@@ -245,3 +245,22 @@ def test_aufs_upper_changes_equal_naive_changes(tmp_path: Path) -> None:
     for rel in ("etc", "data", "usr"):
         shutil.copystat(merged / rel, upper / rel)
     assert tree_changes(upper, parent, WhiteoutFormat.AUFS) == naive_changes(merged, parent)
+
+
+def test_new_hardlink_to_a_parent_file_keeps_both_names_linked(tmp_path: Path) -> None:
+    parent, layer = tmp_path / "parent", tmp_path / "layer"
+    parent.mkdir()
+    (parent / "a.txt").write_text("shared")
+    (parent / "keep").write_text("old")
+    os.link(parent / "keep", parent / "lost-link")
+    shutil.copytree(parent, layer, symlinks=True)  # copies: a.txt is a new inode with the same metadata
+    for name in ("a.txt", "keep", "lost-link"):
+        os.utime(layer / name, ns=(0, os.stat(parent / name).st_mtime_ns))
+    os.link(layer / "a.txt", layer / "b.txt")
+    os.utime(layer, ns=(0, os.stat(parent).st_mtime_ns))
+    changes = naive_changes(layer, parent)
+    # keep lost a link (copytree made two inodes): not a change, as in `docker diff`.
+    assert [str(c) for c in changes] == ["C /a.txt", "A /b.txt"]
+    out = io.BytesIO()
+    write_changes_tar(out, layer, changes)
+    assert members(out.getvalue()) == [("a.txt", b"0", 0o644), ("b.txt", b"1", 0o644)]

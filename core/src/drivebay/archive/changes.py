@@ -34,6 +34,17 @@ def _signature(path: str, st: os.stat_result) -> Signature:
     return (mode, st.st_uid, st.st_gid, st.st_mtime_ns, size, target, rdev, read_xattrs(path, DRIVER_XATTR_PREFIXES))
 
 
+def _gained_links(st: os.stat_result, old: os.stat_result) -> bool:
+    """True for a file given a new hardlink in this layer.
+
+    Such a file is changed so that both names go in the layer tar, linked,
+    instead of the new name as a lone copy. A file that lost a link (its
+    other name was deleted or replaced) is not changed, as in `docker diff`;
+    a directory's link count only counts its subdirectories.
+    """
+    return st.st_nlink > old.st_nlink and not stat.S_ISDIR(st.st_mode)
+
+
 def _lstat(path: str) -> os.stat_result | None:
     try:
         return os.lstat(path)
@@ -57,7 +68,7 @@ def _compare_dir(new_dir: str, old_dir: str | None, prefix: str, out: list[Chang
             if stat.S_ISDIR(st.st_mode):
                 _compare_dir(path, None, rel, out)
             continue
-        changed = _signature(path, st) != _signature(*old)
+        changed = _gained_links(st, old[1]) or _signature(path, st) != _signature(*old)
         if stat.S_ISDIR(st.st_mode):
             before = len(out)
             _compare_dir(path, old[0] if stat.S_ISDIR(old[1].st_mode) else None, rel, out)
@@ -74,7 +85,7 @@ def naive_changes(layer_root: Path, parent_root: Path | None) -> list[Change]:
     """The changes of the tree ``layer_root`` against ``parent_root`` (``None``: everything is added), sorted.
 
     Compares inode type, mode, owner, nanosecond mtime, size, symlink target,
-    device number and xattrs. A directory is modified when its own metadata
+    device number, xattrs and whether a file gained hardlinks. A directory is modified when its own metadata
     differs or it holds changes (as in moby); a deleted tree gives one ``D``
     for its top.
     """
@@ -113,7 +124,9 @@ def _upper_dir(
             if is_dir:
                 _upper_dir(entry.path, None, child_opaque, rel, fmt, out)
             continue
-        changed = child_opaque or _signature(entry.path, st) != _signature(old_path, old_st)
+        changed = (
+            child_opaque or _gained_links(st, old_st) or _signature(entry.path, st) != _signature(old_path, old_st)
+        )
         if is_dir:
             before = len(out)
             lower = old_path if stat.S_ISDIR(old_st.st_mode) else None
