@@ -29,6 +29,7 @@ from drivebay.dockerplugin.server import PluginServer
 from drivebay.dockerplugin.serving import open_endpoint_set
 from drivebay.errors import MountError
 from drivebay.fs.mounts import mounts_under, unmount
+from drivebay.loader import KINDS, installed_drivers, suggested_distribution
 from drivebay.state import StateDB
 
 IS_ROOT = os.geteuid() == 0
@@ -89,6 +90,10 @@ class PluginFactory:
         ``discoverable`` puts the socket in ``/run/docker/plugins`` under a
         unique name, where dockerd and drivebay's discovery look.
         """
+        for kind, driver in drivers:
+            if driver not in {d.name for d in installed_drivers(KINDS[kind])}:
+                missing = suggested_distribution(KINDS[kind], driver)
+                pytest.skip(f"{kind} driver '{driver}' is not installed: pip install {missing}")
         name = unique_plugin_name()
         root = root or self.base / f"{name}-root"
         state = StateDB.for_root(root)

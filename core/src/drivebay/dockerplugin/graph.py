@@ -16,12 +16,16 @@ refcounts, crash recovery and naive diffs like any drivebay caller. An empty
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, BinaryIO
 
 from drivebay.dockerplugin.server import Endpoint, PluginRequest, Streamed
 from drivebay.errors import PluginError
 from drivebay.facades.graph import GraphDriver
 from drivebay.hookspecs.graph import ChangeKind, GraphCapabilities
+
+SETTLE_SECONDS = 10.0
+"""How long a Create waits for another connection's half-made layer of the same ID to be finished or removed."""
 
 CHANGE_KINDS = {ChangeKind.MODIFY: 0, ChangeKind.ADD: 1, ChangeKind.DELETE: 2}
 """moby's ``archive.ChangeType`` numbers."""
@@ -92,14 +96,31 @@ class GraphEndpoints:
             "DrivebayCapabilities": capabilities_json(caps),
         }
 
+    def _settled(self, layer_id: str) -> str:
+        """``layer_id`` once no other connection is still creating or removing it.
+
+        A client that dies during ApplyDiff leaves its layer half-made until this
+        server reads the end of the cut body and removes it; a client retrying at
+        once must find it gone, as it would in-process.
+        """
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            rows = self.driver.state.query(
+                "SELECT state FROM graph_layers WHERE driver=? AND id=?", (self.driver.name, layer_id)
+            )
+            if not rows or rows[0]["state"] == "ready":
+                break
+            time.sleep(0.02)
+        return layer_id
+
     def create(self, request: PluginRequest) -> dict[str, Any]:
         body = request.json()
-        self.driver.create(_id(body, "Create"), _parent(body), _storage_opts(body))
+        self.driver.create(self._settled(_id(body, "Create")), _parent(body), _storage_opts(body))
         return {}
 
     def create_rw(self, request: PluginRequest) -> dict[str, Any]:
         body = request.json()
-        self.driver.create_rw(_id(body, "CreateReadWrite"), _parent(body), _storage_opts(body))
+        self.driver.create_rw(self._settled(_id(body, "CreateReadWrite")), _parent(body), _storage_opts(body))
         return {}
 
     def remove(self, request: PluginRequest) -> dict[str, Any]:

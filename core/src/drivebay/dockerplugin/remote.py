@@ -76,6 +76,11 @@ class RemoteGraphDriver(_Remote):
 
     interface = "GraphDriver"
 
+    def __init__(self, plugin: str, client: PluginClient | None = None) -> None:
+        super().__init__(plugin, client)
+        self._lock = threading.Lock()
+        self._held: dict[str, Path] = {}
+
     @hookimpl
     def graph_capabilities(self) -> GraphCapabilities:
         answer = self._call("Capabilities")
@@ -121,11 +126,22 @@ class RemoteGraphDriver(_Remote):
 
     @hookimpl
     def graph_get(self, layer_id: str) -> Path:
-        return Path(str(self._call("Get", {"ID": layer_id, "MountLabel": ""}).get("Dir") or ""))
+        # drivebay's get is idempotent and core counts references; Docker's Get and Put come in counted
+        # pairs. So this process holds at most one of the plugin's references per layer.
+        with self._lock:
+            held = self._held.get(layer_id)
+        if held is not None:
+            return held
+        path = Path(str(self._call("Get", {"ID": layer_id, "MountLabel": ""}).get("Dir") or ""))
+        with self._lock:
+            self._held[layer_id] = path
+        return path
 
     @hookimpl
     def graph_put(self, layer_id: str) -> None:
         self._call("Put", {"ID": layer_id})
+        with self._lock:
+            self._held.pop(layer_id, None)
 
     @hookimpl
     def graph_exists(self, layer_id: str) -> bool:
@@ -142,6 +158,8 @@ class RemoteGraphDriver(_Remote):
     @hookimpl
     def graph_cleanup(self) -> None:
         self._call("Cleanup")
+        with self._lock:
+            self._held.clear()
 
     @hookimpl
     def graph_diff(self, layer_id: str, parent: str | None, out: BinaryIO) -> bool | None:
