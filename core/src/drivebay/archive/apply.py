@@ -329,6 +329,9 @@ class _Applier:
             os.mknod(victim, stat.S_IFCHR | 0o600, 0, dir_fd=parent_fd)
             if self.chown:
                 os.chown(victim, hdr.uid, hdr.gid, dir_fd=parent_fd, follow_symlinks=False)
+            # The writer takes a whiteout's mtime from the device node, so keep the tar's:
+            # a layer made from a diff then diffs to the same bytes (the same diff ID).
+            os.utime(victim, ns=(hdr.mtime_ns, hdr.mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
 
     def _opaque(self, hdr: Header, dir_parts: tuple[str, ...]) -> None:
         fd = self.dirs.fd(dir_parts, hdr.name)

@@ -45,6 +45,15 @@ def _gained_links(st: os.stat_result, old: os.stat_result) -> bool:
     return st.st_nlink > old.st_nlink and not stat.S_ISDIR(st.st_mode)
 
 
+def entry_changed(path: str, st: os.stat_result, old_path: str, old_st: os.stat_result) -> bool:
+    """True if the entry at ``path`` differs from the one at ``old_path`` in the parent, as diffs count it.
+
+    Drivers with a native diff use this so that their changes agree with
+    :func:`naive_changes` by construction.
+    """
+    return _gained_links(st, old_st) or _signature(path, st) != _signature(old_path, old_st)
+
+
 def _lstat(path: str) -> os.stat_result | None:
     try:
         return os.lstat(path)
@@ -68,7 +77,7 @@ def _compare_dir(new_dir: str, old_dir: str | None, prefix: str, out: list[Chang
             if stat.S_ISDIR(st.st_mode):
                 _compare_dir(path, None, rel, out)
             continue
-        changed = _gained_links(st, old[1]) or _signature(path, st) != _signature(*old)
+        changed = entry_changed(path, st, *old)
         if stat.S_ISDIR(st.st_mode):
             before = len(out)
             _compare_dir(path, old[0] if stat.S_ISDIR(old[1].st_mode) else None, rel, out)
@@ -124,9 +133,7 @@ def _upper_dir(
             if is_dir:
                 _upper_dir(entry.path, None, child_opaque, rel, fmt, out)
             continue
-        changed = (
-            child_opaque or _gained_links(st, old_st) or _signature(entry.path, st) != _signature(old_path, old_st)
-        )
+        changed = child_opaque or entry_changed(entry.path, st, old_path, old_st)
         if is_dir:
             before = len(out)
             lower = old_path if stat.S_ISDIR(old_st.st_mode) else None
