@@ -21,7 +21,7 @@ from plugin_fixtures import DockerEngine, PluginFactory, needs_root, unique_plug
 
 from drivebay.dockerplugin.discovery import SOCKETS_DIR
 
-pytestmark = [needs_root, pytest.mark.slow]
+pytestmark = needs_root
 
 LONG_LINE = 40_000
 """Longer than dockerd's 16 KiB buffer, so dockerd splits it into partial entries."""
