@@ -25,7 +25,7 @@ import stat
 from pathlib import Path
 
 # The naive comparison's own notion of "same entry", so both methods agree by construction.
-from drivebay.archive.changes import _signature as entry_signature
+from drivebay.archive.changes import entry_changed
 from drivebay.fs import btrfs
 from drivebay.hookspecs.graph import Change, ChangeKind
 
@@ -38,7 +38,7 @@ def _lstat(root: Path, rel: str) -> os.stat_result | None:
 
 
 def _differs(child_root: Path, parent_root: Path, rel: str, new: os.stat_result, old: os.stat_result) -> bool:
-    return entry_signature(f"{child_root}{rel}", new) != entry_signature(f"{parent_root}{rel}", old)
+    return entry_changed(f"{child_root}{rel}", new, f"{parent_root}{rel}", old)
 
 
 def _join(rel: str, name: str) -> str:
