@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
 from snapshotter_fixtures import (
-    CONTAINERD_CONFIG,
     DRIVERS,
-    PROXY,
     Containerd,
     Served,
     containerd_missing,
     driver_root,
+    run_containerd,
     serve,
     short_tempdir,
-    stop_process,
-    wait_for_socket,
 )
-
-from drivebay.fs.mounts import unmount_all_under
 
 
 @pytest.fixture(params=DRIVERS)
@@ -47,8 +41,6 @@ def containerd() -> Iterator[Containerd]:
     with ExitStack() as stack:
         directory = short_tempdir("dbctrd-")
         stack.callback(shutil.rmtree, directory, ignore_errors=True)
-        # Registered after the removal so it runs first: containerd leaves its own mounts below its root.
-        stack.callback(unmount_all_under, directory)
         served: dict[str, Served] = {}
         skipped: dict[str, str] = {}
         for name in DRIVERS:
@@ -58,15 +50,6 @@ def containerd() -> Iterator[Containerd]:
                 skipped[name] = str(exc.msg)
                 continue
             served[name] = stack.enter_context(serve(name, root, directory / f"{name}.sock"))
-        proxies = "".join(PROXY.format(name=n, socket=s.socket) for n, s in served.items())
-        config = directory / "config.toml"
-        config.write_text(CONTAINERD_CONFIG.format(dir=directory, proxies=proxies))
-        log = directory / "containerd.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                ["containerd", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        stack.callback(stop_process, process)
-        socket = directory / "containerd.sock"
-        wait_for_socket(process, socket, log)
-        yield Containerd(directory, socket, served, skipped)
+        running = stack.enter_context(run_containerd(directory, served))
+        running.skipped = skipped
+        yield running

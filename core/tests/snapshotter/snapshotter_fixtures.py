@@ -114,8 +114,7 @@ CONTAINERD_CONFIG = """\
 version = 2
 root = "{dir}/root"
 state = "{dir}/state"
-# CRI would configure networking and watch the host's kubelet paths; these tests need none of it.
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = {disabled}
 
 [grpc]
   address = "{dir}/containerd.sock"
@@ -126,6 +125,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [plugins."io.containerd.internal.v1.opt"]
   path = "{dir}/opt"
 
+# Collect garbage when a test asks for it (a --sync removal), never because enough calls went by:
+# a snapshot nothing references (ctr snapshots view labels none) would vanish mid-sequence.
+[plugins."io.containerd.gc.v1.scheduler"]
+  mutation_threshold = 1000000
+{plugins}
 [proxy_plugins]
 {proxies}
 """
@@ -134,6 +138,20 @@ PROXY = """\
     type = "snapshot"
     address = "{socket}"
 """
+CRI_PLUGIN = """
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "{snapshotter}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{dir}/cni/bin"
+    conf_dir = "{dir}/cni/conf"
+"""
+"""The CRI plugin as a Kubernetes node sets it, kept off the host's CNI files; its stream server is loopback only."""
+WITHOUT_CRI = '["io.containerd.grpc.v1.cri"]'
+"""CRI reads the host's CNI and kubelet paths; the tests that don't check CRI need none of it."""
 
 
 @dataclass
@@ -142,8 +160,8 @@ class Containerd:
 
     directory: Path
     socket: Path
-    snapshotters: dict[str, Served]
-    skipped: dict[str, str]
+    snapshotters: dict[str, Served] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -152,6 +170,12 @@ class Containerd:
         if check and result.returncode != 0:
             raise AssertionError(f"ctr {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
+
+    def collect_garbage(self) -> None:
+        """Run containerd's garbage collection now, so none is pending while a test runs."""
+        lease = f"drivebay-test-{time.monotonic_ns()}"
+        self.ctr("leases", "create", "--id", lease)
+        self.ctr("leases", "delete", "--sync", lease)
 
     def served(self, name: str) -> Served:
         if name not in self.snapshotters:
@@ -168,7 +192,7 @@ def containerd_missing() -> str | None:
     return None
 
 
-def wait_for_socket(process: subprocess.Popen[bytes], socket: Path, log: Path) -> None:
+def _wait_for_socket(process: subprocess.Popen[bytes], socket: Path, log: Path) -> None:
     deadline = time.monotonic() + 30
     while not socket.exists():
         if process.poll() is not None:
@@ -178,7 +202,7 @@ def wait_for_socket(process: subprocess.Popen[bytes], socket: Path, log: Path) -
         time.sleep(0.1)
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)
         try:
@@ -186,3 +210,30 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@contextmanager
+def run_containerd(
+    directory: Path, served: dict[str, Served], plugins: str = "", disabled: str = WITHOUT_CRI
+) -> Iterator[Containerd]:
+    """Run containerd with everything in ``directory`` and ``served`` as proxy snapshotters ``drivebay-NAME``;
+    stop it by its PID and unmount what it left below ``directory``. Skips where containerd cannot run.
+    """
+    reason = containerd_missing()
+    if reason:
+        pytest.skip(reason)
+    proxies = "".join(PROXY.format(name=n, socket=s.socket) for n, s in served.items())
+    config = directory / "config.toml"
+    config.write_text(CONTAINERD_CONFIG.format(dir=directory, disabled=disabled, plugins=plugins, proxies=proxies))
+    log = directory / "containerd.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            ["containerd", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        socket = directory / "containerd.sock"
+        _wait_for_socket(process, socket, log)
+        yield Containerd(directory, socket, dict(served))
+    finally:
+        _stop(process)
+        unmount_all_under(directory)

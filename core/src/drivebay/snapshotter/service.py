@@ -7,6 +7,7 @@ containerd's own snapshotters return for the same case.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import stat
@@ -52,6 +53,7 @@ LIST_BATCH = 100
 """Snapshots per List message, as containerd's own service sends them."""
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def status_code(error: DrivebayError) -> grpc.StatusCode:
@@ -59,7 +61,10 @@ def status_code(error: DrivebayError) -> grpc.StatusCode:
 
 
 def _abort(context: grpc.ServicerContext, error: DrivebayError) -> NoReturn:
-    context.abort(status_code(error), str(error))
+    code = status_code(error)
+    # containerd logs only some of the errors it gets back; this says which call failed and why.
+    log.info("%s: %s %s", context.peer(), code.name, error)
+    context.abort(code, str(error))
     raise AssertionError("grpc's abort returned")  # abort always raises; this tells the type checker
 
 
