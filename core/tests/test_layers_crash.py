@@ -46,7 +46,6 @@ LOAD_POINTS = [
     "layer:mid-apply",
     "layer:applied",
     "layer:ready",
-    "load:verified",
     "load:before-register",
 ]
 COMMIT_POINTS = [

@@ -20,12 +20,13 @@ from typing import BinaryIO
 
 from drivebay import archive
 from drivebay.errors import ContainerExists, ContainerNotFound, LayerInUse, UsageError
-from drivebay.facades.graph import GraphDriver, _pid_alive
+from drivebay.facades.graph import GraphDriver
 from drivebay.hookspecs.graph import Change
 from drivebay.layers.crashpoints import crash_point
 from drivebay.layers.images import Image, ImageStore, format_created, normalize_ref
 from drivebay.layers.initlayer import INIT_PATHS, populate_init_layer
 from drivebay.layers.store import LayerStore, TempTar
+from drivebay.processes import pid_alive
 from drivebay.state import StateDB
 
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
@@ -174,7 +175,7 @@ class ContainerStore:
     def recover(self) -> None:
         """Remove containers a dead process left half-created or half-removed."""
         for row in self.state.query("SELECT id, pid FROM layerstore_containers WHERE state!='ready'"):
-            if not _pid_alive(int(row["pid"])):
+            if not pid_alive(int(row["pid"])):
                 self._purge(str(row["id"]), int(row["pid"]))
 
     # -- mounts and content ---------------------------------------------------

@@ -20,7 +20,6 @@ POINTS = (
     "layer:mid-apply",
     "layer:applied",
     "layer:ready",
-    "load:verified",
     "load:before-register",
     "commit:diffed",
     "commit:before-register",

@@ -15,18 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from drivebay import archive
 from drivebay.errors import InvalidArchive
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+from drivebay.layers.blobs import COMPRESSED_MAGIC, FileRegion
 
 JSON_LIMIT = 64 << 20
 """The largest manifest or config read into memory; real ones are kilobytes."""
-
-COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
 
 
 @dataclass(frozen=True)
@@ -69,30 +65,6 @@ class ArchiveImage:
     tags: tuple[str, ...]
     layers: tuple[LayerBlob, ...]
     source: str
-
-
-class _Region(io.RawIOBase):
-    """A read-only window ``[offset, offset + size)`` of an open file."""
-
-    def __init__(self, fd: int, offset: int, size: int) -> None:
-        super().__init__()
-        self._fd = fd
-        self._offset = offset
-        self._size = size
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        view = memoryview(buffer).cast("B")
-        want = min(len(view), self._size - self._pos)
-        if want <= 0:
-            return 0
-        data = os.pread(self._fd, want, self._offset + self._pos)
-        view[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
 
 
 def _normalize(name: str) -> str:
@@ -139,9 +111,10 @@ class ArchiveFile:
     def size(self, name: str) -> int:
         return int(self._resolve(name).size)
 
-    def open(self, name: str) -> BinaryIO:
+    def region(self, name: str) -> FileRegion:
+        """Where member ``name`` lies in the archive file (valid until :meth:`close`)."""
         member = self._resolve(name)
-        return io.BufferedReader(_Region(self._fd, member.offset_data, member.size), 1 << 20)
+        return FileRegion(self._fd, member.offset_data, member.size)
 
     def read(self, name: str) -> bytes:
         """A small member (JSON), whole."""

@@ -25,26 +25,24 @@ place in the same transaction that makes the row ``ready``.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-from drivebay import archive
 from drivebay.errors import DigestMismatch, LayerNotFound
-from drivebay.facades.graph import GraphDriver, _pid_alive
+from drivebay.facades.graph import GraphDriver
+from drivebay.layers.blobs import FileRegion, Materialized, copy_plain, decompress, materialize
 from drivebay.layers.crashpoints import crash_during_read, crash_point
 from drivebay.layers.schema import SCHEMA
+from drivebay.processes import pid_alive
 from drivebay.state import StateDB
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
 
 CHUNK = 1 << 20
 CLAIM_POLL_SECONDS = 0.1
@@ -116,32 +114,6 @@ class TempTar:
     size: int
 
 
-class _HashingReader(io.RawIOBase):
-    """Reads through to ``raw``, counting what passes and hashing it if asked (to check a blob's digest)."""
-
-    def __init__(self, raw: BinaryIO, hashing: bool) -> None:
-        super().__init__()
-        self.raw = raw
-        self.sha = hashlib.sha256() if hashing else None
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.raw.read(len(view))
-        view[: len(data)] = data
-        if self.sha is not None:
-            self.sha.update(data)
-        self.count += len(data)
-        return len(data)
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
-
-
 def _row_to_layer(row: dict[str, object]) -> Layer:
     return Layer(
         chain_id=str(row["chain_id"]),
@@ -208,52 +180,39 @@ class LayerStore:
 
     def write_temp_tar(
         self,
-        raw: BinaryIO,
+        source: FileRegion | BinaryIO,
         *,
         expected_diff_id: str | None = None,
         expected_blob: str | None = None,
         what: str = "layer",
         progress: Callable[[int], None] | None = None,
     ) -> TempTar:
-        """Decompress ``raw`` (plain, gzip or zstd) into a temporary tar and hash it.
+        """Write the uncompressed tar of ``source`` (plain, gzip or zstd) to a temporary file and hash it.
 
-        ``expected_blob`` is the digest of ``raw`` itself, ``expected_diff_id`` of
-        the uncompressed tar; a mismatch raises ``DigestMismatch`` naming ``what``
-        and leaves no file behind. ``progress`` gets the count of raw bytes read.
+        ``expected_blob`` is the digest of ``source`` itself, ``expected_diff_id``
+        of the uncompressed tar; a mismatch raises ``DigestMismatch`` naming
+        ``what`` and leaves no file behind. ``progress`` gets counts of source bytes read.
         """
         path = self.temp_path()
-        hashing = _HashingReader(raw, hashing=expected_blob is not None)
-        sha = hashlib.sha256()
-        size = 0
         try:
-            buffered = io.BufferedReader(hashing, CHUNK)
-            with archive.open_layer_stream(buffered) as stream, open(path, "wb") as out:
-                seen = 0
-                while chunk := stream.read(CHUNK):
-                    sha.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                    if progress is not None:
-                        progress(hashing.count - seen)
-                        seen = hashing.count
-            if hashing.sha is not None:
-                hashing.drain()
-                got = "sha256:" + hashing.sha.hexdigest()
-                if got != expected_blob:
-                    raise DigestMismatch(
-                        f"{what}: blob content hashes to {got}, but the archive names it {expected_blob}; "
-                        "the archive is corrupt or was altered, fetch or save it again"
-                    )
-            diff_id = "sha256:" + sha.hexdigest()
-            if expected_diff_id is not None and diff_id != expected_diff_id:
+            if isinstance(source, FileRegion):
+                got = materialize(source, path, progress)
+            else:
+                got = decompress(source, path, hash_blob=expected_blob is not None, progress=progress)
+            if expected_blob is not None and got.blob_digest != expected_blob:
                 raise DigestMismatch(
-                    f"{what}: uncompressed tar hashes to {diff_id}, but the image config lists diff ID "
+                    f"{what}: blob content hashes to {got.blob_digest}, but the archive names it {expected_blob}; "
+                    "the archive is corrupt or was altered, fetch or save it again"
+                )
+            if expected_diff_id is not None and got.diff_id != expected_diff_id:
+                raise DigestMismatch(
+                    f"{what}: uncompressed tar hashes to {got.diff_id}, but the image config lists diff ID "
                     f"{expected_diff_id}; the archive is corrupt or was altered, fetch or save it again"
                 )
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        return TempTar(path, diff_id, size)
+        return TempTar(path, got.diff_id, got.size)
 
     # -- creating -------------------------------------------------------------
 
@@ -288,7 +247,7 @@ class LayerStore:
                     crash_point("layer:claimed")
                     return Claim(chain, diff_id, parent, cache_id)
                 owner = int(row["pid"])  # type: ignore[call-overload]
-            if not _pid_alive(owner):
+            if not pid_alive(owner):
                 self._purge(chain, owner)
             else:
                 time.sleep(CLAIM_POLL_SECONDS)
@@ -299,6 +258,59 @@ class LayerStore:
             raise DigestMismatch(
                 f"layer {claim.chain_id}: tar hashes to {tar.diff_id}, expected diff ID {claim.diff_id}"
             )
+        with open(tar.path, "rb") as stream:
+            size = self._apply(claim, stream)
+        return self._finish(claim, tar.path, tar.size, size)
+
+    def create_from_region(
+        self,
+        claim: Claim,
+        region: FileRegion,
+        *,
+        expected_blob: str | None = None,
+        what: str = "layer",
+        progress: Callable[[int], None] | None = None,
+    ) -> Layer:
+        """Create the claimed layer from a plain tar in a file, keeping a copy, verified as it goes.
+
+        The driver applies straight from ``region`` while a second thread copies
+        and hashes it (the copy is the layer's kept tar), so verifying and
+        keeping cost about nothing on two cores. On a digest mismatch the
+        applied layer is left to :meth:`abandon`; nothing becomes visible.
+        """
+        temp = self.temp_path()
+        copied: list[Materialized] = []
+        failures: list[BaseException] = []
+
+        def keep_copy() -> None:
+            try:
+                copied.append(copy_plain(region, temp, progress))
+            except BaseException as exc:
+                failures.append(exc)
+
+        worker = threading.Thread(target=keep_copy, name="drivebay-keep-tar")
+        worker.start()
+        try:
+            try:
+                with region.open() as stream:
+                    size = self._apply(claim, stream)
+            finally:
+                worker.join()
+            if failures:
+                raise failures[0]
+            got = copied[0]
+            for expected, label in ((claim.diff_id, "diff ID"), (expected_blob, "blob digest")):
+                if expected is not None and got.diff_id != expected:
+                    raise DigestMismatch(
+                        f"{what}: tar hashes to {got.diff_id}, but the archive gives {label} {expected}; "
+                        "the archive is corrupt or was altered, fetch or save it again"
+                    )
+            return self._finish(claim, temp, got.size, size)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def _apply(self, claim: Claim, stream: BinaryIO) -> int:
         parent_cache = None
         if claim.parent is not None:
             parent_row = self._row(claim.parent)
@@ -306,18 +318,19 @@ class LayerStore:
                 raise LayerNotFound(f"parent layer {claim.parent} of {claim.chain_id} is not ready")
             parent_cache = str(parent_row["cache_id"])
         crash_point("layer:applying")
-        with open(tar.path, "rb") as stream:
-            size = self.graph.create_from_tar(
-                claim.cache_id, parent_cache, crash_during_read(stream, "layer:mid-apply")
-            )
+        size = self.graph.create_from_tar(claim.cache_id, parent_cache, crash_during_read(stream, "layer:mid-apply"))
         crash_point("layer:applied")
+        return size
+
+    def _finish(self, claim: Claim, tar_path: Path, tar_size: int, size: int) -> Layer:
+        """Move the kept tar into place and make the layer visible, in one transaction."""
         final = self.tar_path(claim.chain_id)
         with self.state.transaction() as db:
             final.parent.mkdir(exist_ok=True)
-            os.replace(tar.path, final)
+            os.replace(tar_path, final)
             db.execute(
                 "UPDATE layerstore_layers SET state='ready', size=?, tar_size=?, created=? WHERE chain_id=?",
-                (size, tar.size, time.time(), claim.chain_id),
+                (size, tar_size, time.time(), claim.chain_id),
             )
         crash_point("layer:ready")
         return self.get(claim.chain_id)
@@ -397,7 +410,7 @@ class LayerStore:
             f"image {r['id']}" for r in self.state.query("SELECT id FROM layerstore_images WHERE top_chain=?", (chain,))
         ]
         for r in self.state.query("SELECT pid FROM layerstore_leases WHERE chain_id=?", (chain,)):
-            if _pid_alive(int(r["pid"])):
+            if pid_alive(int(r["pid"])):
                 users.append(f"process {r['pid']}")
         return users
 
@@ -420,15 +433,15 @@ class LayerStore:
     def recover(self) -> None:
         """Finish what dead processes left: half-made or half-removed layers, leases, temporary tars."""
         for row in self.state.query("SELECT chain_id, pid FROM layerstore_layers WHERE state!='ready'"):
-            if not _pid_alive(int(row["pid"])):
+            if not pid_alive(int(row["pid"])):
                 self._purge(str(row["chain_id"]), int(row["pid"]))
         with self.state.transaction() as db:
             for row in db.execute("SELECT DISTINCT pid FROM layerstore_leases").fetchall():
-                if not _pid_alive(int(row["pid"])):
+                if not pid_alive(int(row["pid"])):
                     db.execute("DELETE FROM layerstore_leases WHERE pid=?", (row["pid"],))
         for path in self.tmpdir.iterdir():
             pid = path.name.partition(".")[0]
-            if not pid.isdigit() or not _pid_alive(int(pid)):
+            if not pid.isdigit() or not pid_alive(int(pid)):
                 path.unlink(missing_ok=True)
         tops = self.state.query(
             "SELECT chain_id FROM layerstore_layers AS l WHERE state='ready' "

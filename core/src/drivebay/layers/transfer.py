@@ -12,23 +12,26 @@ from __future__ import annotations
 import json
 import os
 import platform
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from drivebay.errors import InvalidArchive, UsageError
 from drivebay.layers import docker_archive, oci_archive
+from drivebay.layers.blobs import FileRegion
 from drivebay.layers.crashpoints import crash_point
 from drivebay.layers.image_archive import (
     ArchiveFile,
     ArchiveImage,
+    LayerBlob,
     SavedImage,
     SavedLayer,
     open_image_archive,
 )
 from drivebay.layers.images import Image, ImageStore, format_created, normalize_ref, parse_config, unique
 from drivebay.layers.progress import LoadProgress
-from drivebay.layers.store import Claim, LayerStore, Lease, TempTar, chain_id
+from drivebay.layers.store import Claim, LayerStore, Lease, chain_id
 
 FORMATS = ("docker", "oci")
 
@@ -48,44 +51,49 @@ def read_archive_images(arc: ArchiveFile) -> list[ArchiveImage]:
 def _load_layers(
     arc: ArchiveFile, found: ArchiveImage, layers: LayerStore, lease: Lease, progress: LoadProgress
 ) -> None:
-    """Store the missing layers of one archived image, all verified before any is extracted."""
+    """Store the missing layers of one archived image, each verified against its diff ID.
+
+    A plain layer is applied straight from the archive while it is copied and
+    hashed; a compressed one is decompressed and verified first.
+    """
     diff_ids = parse_config(found.config, found.source)["rootfs"]["diff_ids"]
     if len(diff_ids) != len(found.layers):
         raise InvalidArchive(
             f"{found.source}: the config lists {len(diff_ids)} diff IDs but the manifest {len(found.layers)} "
             "layers; the archive is corrupt"
         )
-    claims: list[tuple[Claim, str, int]] = []
-    tars: list[TempTar] = []
+    claims: list[tuple[Claim, LayerBlob, str]] = []
     parent = None
     try:
         for number, (diff_id, blob) in enumerate(zip(diff_ids, found.layers, strict=True), 1):
             chain = chain_id(parent, diff_id)
             claim = layers.claim(lease, chain, diff_id, parent)
             if claim is not None:
-                claims.append((claim, f"{found.source}: layer {number} ({blob.member}, diff ID {diff_id})", number))
+                claims.append((claim, blob, f"{found.source}: layer {number} ({blob.member}, diff ID {diff_id})"))
             parent = chain
-        progress.start_image(
-            ", ".join(found.tags) or found.source,
-            sum(found.layers[n - 1].size for _, _, n in claims),
-            len(claims),
-        )
-        for claim, what, number in claims:
-            blob = found.layers[number - 1]
-            with arc.open(blob.member) as raw:
+        progress.start_image(", ".join(found.tags) or found.source, sum(b.size for _, b, _ in claims), len(claims))
+        for claim, blob, what in claims:
+            region = arc.region(blob.member)
+            if region.is_compressed():
                 tar = layers.write_temp_tar(
-                    raw, expected_diff_id=claim.diff_id, expected_blob=blob.digest, what=what, progress=progress.advance
+                    region,
+                    expected_diff_id=claim.diff_id,
+                    expected_blob=blob.digest,
+                    what=what,
+                    progress=progress.advance,
                 )
-            tars.append(tar)
-        crash_point("load:verified")
-        for (claim, _, _), tar in zip(claims, tars, strict=True):
-            layers.create(claim, tar)
+                try:
+                    layers.create(claim, tar)
+                finally:
+                    tar.path.unlink(missing_ok=True)
+            else:
+                layers.create_from_region(
+                    claim, region, expected_blob=blob.digest, what=what, progress=progress.advance
+                )
             progress.layer_done()
     except BaseException:
         for claim, _, _ in claims:
             layers.abandon(claim)
-        for tar in tars:
-            tar.path.unlink(missing_ok=True)
         raise
 
 
@@ -123,7 +131,10 @@ def import_rootfs(path: Path, ref: str | None, images: ImageStore) -> Image:
     with layers.leasing() as lease:
         try:
             with open(path, "rb") as raw:
-                tar = layers.write_temp_tar(raw, what=f"root filesystem tar {path}")
+                info = os.fstat(raw.fileno())
+                # A pipe (``-i /dev/stdin``) cannot be copied by offset; it is streamed instead.
+                source = FileRegion(raw.fileno(), 0, info.st_size) if stat.S_ISREG(info.st_mode) else raw
+                tar = layers.write_temp_tar(source, what=f"root filesystem tar {path}")
         except OSError as exc:
             raise InvalidArchive(f"cannot read {path}: {exc.strerror}; check the path") from exc
         layer = layers.add_tar(lease, tar, None)
