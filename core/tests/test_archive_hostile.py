@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import Member, build_tar, needs_root
+from test_archive_support import Member, build_tar, needs_root
 
 from drivebay.archive import WhiteoutFormat, apply_layer_tar
 from drivebay.archive.tarformat import Header, encode_header

@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import IS_ROOT, needs_root
+from test_archive_support import IS_ROOT, needs_root
 
 from drivebay.archive import WhiteoutFormat, apply_layer_tar, write_tree_tar
 from drivebay.archive.tarformat import Header, TarReader, encode_header

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import Member, build_tar
+from test_archive_support import Member, build_tar
 
 from drivebay.archive import WhiteoutFormat, apply_layer_tar, check_layer_id, open_layer_stream
 from drivebay.errors import InvalidArchive, UsageError

@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import Member, OverlayMount, build_tar, mount_overlay, needs_root, unmount_overlay
+from test_archive_support import Member, OverlayMount, build_tar, needs_root
 
 from drivebay.archive import (
     WhiteoutFormat,
@@ -194,7 +194,7 @@ def change_through_merged_view(merged: Path) -> None:
 @needs_root
 def test_overlay_upper_changes_equal_naive_changes_of_merged_view(overlay_mount: OverlayMount) -> None:
     lower_tree(overlay_mount.lower)
-    mount_overlay(overlay_mount)
+    overlay_mount.mount()
     change_through_merged_view(overlay_mount.merged)
     naive = naive_changes(overlay_mount.merged, overlay_mount.lower)
     native = tree_changes(overlay_mount.upper, overlay_mount.lower, WhiteoutFormat.OVERLAY)
@@ -217,10 +217,10 @@ def test_overlay_upper_changes_equal_naive_changes_of_merged_view(overlay_mount:
     # The upper dir, whiteouts converted, is a layer tar that recreates the merged view.
     out = io.BytesIO()
     write_tree_tar(out, overlay_mount.upper, WhiteoutFormat.OVERLAY)
-    unmount_overlay(overlay_mount)
+    overlay_mount.unmount()
     rebuilt = overlay_mount.work.parent / "rebuilt"
     shutil.copytree(overlay_mount.lower, rebuilt, symlinks=True)
-    mount_overlay(overlay_mount)
+    overlay_mount.mount()
     apply_layer_tar(io.BytesIO(out.getvalue()), rebuilt, WhiteoutFormat.DELETE)
     assert naive_changes(rebuilt, overlay_mount.merged) == []
 
