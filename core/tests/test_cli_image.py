@@ -184,3 +184,28 @@ def test_progress_bar_only_on_a_terminal_and_not_with_quiet(tmp_path: Path) -> N
     code, stdout, terminal = _load_on_a_terminal(tmp_path / "quiet", archive, "--quiet")
     assert code == 0 and stdout == "Loaded image: example/app:1\n"
     assert terminal == b""
+
+
+def test_import_reads_a_pipe(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    data = layer_tar(BASE_LAYER)
+    command = [
+        sys.executable,
+        "-m",
+        "drivebay.cli.main",
+        "--root",
+        str(root),
+        "-s",
+        "vfs",
+        "image",
+        "import",
+        "-i",
+        "/dev/stdin",
+        "example/piped:1",
+    ]
+    result = subprocess.run(command, input=data, capture_output=True, check=False)
+    assert result.returncode == 0, result.stderr
+    history = json.loads(run_cli(root, "vfs", "image", "history", "--json", "example/piped:1").stdout)
+    assert history[0]["comment"] == "Imported from -"
+    rows = json.loads(run_cli(root, "vfs", "image", "ls", "--json").stdout)
+    assert [r["id"] for r in rows] == [result.stdout.decode().strip()]

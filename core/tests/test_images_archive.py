@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -182,3 +183,12 @@ def test_not_an_image_archive_is_refused(tmp_path: Path) -> None:
     path.write_bytes(layer_tar(BASE_LAYER))
     with opened_stores(tmp_path / "root") as stores, pytest.raises(InvalidArchive, match="neither"):
         load_archive(path, stores.images, LoadProgress())
+
+
+def test_a_gzip_compressed_docker_save_loads(tmp_path: Path) -> None:
+    packed = tmp_path / "basic.tar.gz"
+    packed.write_bytes(gzip.compress(fixture("basic-docker.tar").read_bytes(), compresslevel=1))
+    with opened_stores(tmp_path / "root") as stores:
+        loaded = load_archive(packed, stores.images, LoadProgress())
+        assert loaded[0].image.diff_ids == BASIC_DIFF_IDS
+        assert list((tmp_path / "root" / "layerdb" / "tmp").iterdir()) == []
