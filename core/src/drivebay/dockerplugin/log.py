@@ -7,7 +7,8 @@ StopLogging ``{File}``; Capabilities answers ``{Cap: {ReadLogs}}``; ReadLogs
 ``{Info, Config: {Since, Until, Tail, Follow}}`` answers a stream of framed
 entries, so ``docker logs`` reads what the driver stored.
 
-Each FIFO is read by a thread of its own into the facade's writer; parts of a
+Each FIFO is read by a thread of its own into the facade's writer (one per
+container, shared by the FIFOs of that container); parts of a
 line Docker split (``partial_log_metadata``) reach the driver as partial
 messages, so it stores them as one line, as Docker's own json-file does.
 dockerd calls StopLogging before it closes its end, so the reader finishes at
@@ -30,8 +31,8 @@ from typing import Any, BinaryIO
 from drivebay.dockerplugin.logentry import WireLogEntry, read_frame, write_frame
 from drivebay.dockerplugin.server import Endpoint, PluginRequest, Streamed
 from drivebay.errors import PluginError, UsageError
-from drivebay.facades.log import LogDriver, parse_timestamp
-from drivebay.hookspecs.log import LogInfo, LogMessage, LogStats, ReadConfig
+from drivebay.facades.log import LogDriver, LogWriter, parse_timestamp
+from drivebay.hookspecs.log import LogInfo, LogMessage, ReadConfig
 
 LOG = logging.getLogger("drivebay.dockerplugin")
 
@@ -97,8 +98,21 @@ class _FifoReader:
     thread: threading.Thread | None = None
     done: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
-    stats: LogStats | None = None
     failure: BaseException | None = None
+
+
+@dataclass
+class _SharedWriter:
+    """One container's open log, shared by every FIFO dockerd opened for it.
+
+    dockerd starts a second logger (a second FIFO) for the same container to
+    answer ``docker logs``; it writes nothing, but the driver allows one writer
+    per log, so both FIFOs feed the writer the first one opened.
+    """
+
+    writer: LogWriter
+    users: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class LogEndpoints:
@@ -110,6 +124,7 @@ class LogEndpoints:
         self.driver = driver
         self._lock = threading.Lock()
         self._readers: dict[str, _FifoReader] = {}
+        self._writers: dict[str, _SharedWriter] = {}
 
     def endpoints(self) -> dict[str, Endpoint]:
         return {
@@ -128,33 +143,45 @@ class LogEndpoints:
         if not fifo.is_absolute():
             raise PluginError("LogDriver.StartLogging needs the absolute path of a FIFO in 'File'")
         info = log_info(self.driver, body.get("Info") or {})
-        writer = self.driver.open(info)
         reader = _FifoReader(fifo, info)
         with self._lock:
             if str(fifo) in self._readers:
-                writer.close()
                 raise PluginError(f"LogDriver.StartLogging: {fifo} is already being read")
+            shared = self._writers.get(info.container_id)
+            if shared is None:
+                shared = _SharedWriter(self.driver.open(info))
+                self._writers[info.container_id] = shared
+            shared.users += 1
             self._readers[str(fifo)] = reader
         reader.thread = threading.Thread(
-            target=self._copy, args=(reader, writer), name=f"log {info.container_id[:12]}", daemon=True
+            target=self._copy, args=(reader, shared), name=f"log {info.container_id[:12]}", daemon=True
         )
         reader.thread.start()
         return {}
 
-    def _copy(self, reader: _FifoReader, writer: Any) -> None:
+    def _copy(self, reader: _FifoReader, shared: _SharedWriter) -> None:
         try:
             with open(reader.fifo, "rb", buffering=1 << 16) as stream:
                 while (entry := read_frame(stream)) is not None:
-                    writer.write(
-                        [LogMessage(entry.line, entry.source or "stdout", entry.time_nano, partial=entry.continues)]
-                    )
+                    message = LogMessage(entry.line, entry.source or "stdout", entry.time_nano, partial=entry.continues)
+                    with shared.lock:
+                        shared.writer.write([message])
         except BaseException as exc:
-            # Reported by StopLogging and ReadLogs; the thread has nobody else to tell.
+            # Reported by StopLogging; the thread has nobody else to tell.
             reader.failure = exc
             LOG.error("log of %s: reading %s failed: %s", reader.info.container_id[:12], reader.fifo, exc)
         finally:
             try:
-                reader.stats = writer.close()
+                with self._lock:
+                    shared.users -= 1
+                    last = shared.users == 0
+                    if last:
+                        del self._writers[reader.info.container_id]
+                if last:
+                    stats = shared.writer.close()
+                    if stats.dropped:
+                        LOG.warning("log of %s: %d message(s) dropped: %s", reader.info.container_id[:12],
+                                    stats.dropped, stats.last_error)
             finally:
                 with self._lock:
                     self._readers.pop(str(reader.fifo), None)

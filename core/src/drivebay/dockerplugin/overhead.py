@@ -5,7 +5,7 @@ for one graph driver (overlay2 by default) on DIR's filesystem:
 
 - ``get``/``put``: a mount reference taken and released through core's facade,
   in-process and through ``docker-plugin:NAME`` (HTTP over a unix socket to
-  the same driver served by drivebay);
+  the same driver served by a ``drivebay plugin serve`` process);
 - ``apply_diff`` of a layer of 50,000 files, the same both ways;
 - with ``--docker-load``: ``docker load`` of an image of that layer into a
   dockerd whose storage driver is the served plugin, against dockerd's
@@ -34,8 +34,6 @@ from drivebay import archive
 from drivebay.bench.datagen import write_stdlib_like_tree
 from drivebay.config import Config
 from drivebay.dockerplugin.discovery import SOCKETS_DIR
-from drivebay.dockerplugin.server import PluginServer
-from drivebay.dockerplugin.serving import open_endpoint_set
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import mounts_under, unmount
 from drivebay.selection import open_graph_driver
@@ -58,16 +56,25 @@ def median_seconds(action: Callable[[], object], repeat: int, before: Callable[[
 
 @contextmanager
 def served_graph(driver: str, root: Path) -> Iterator[str]:
-    """Serve ``driver`` on ``root`` where dockerd and drivebay look; yields the plugin's name."""
+    """Serve ``driver`` on ``root`` from a ``drivebay plugin serve`` process, as Docker users run it.
+
+    The socket is where dockerd and drivebay look; yields the plugin's name.
+    """
     name = f"dbbench-{os.getpid()}"
-    state = StateDB.for_root(root)
-    server = PluginServer(SOCKETS_DIR / f"{name}.sock", [open_endpoint_set("graph", driver, Config(root=root), state)])
-    server.start()
+    socket = SOCKETS_DIR / f"{name}.sock"
+    command = [sys.executable, "-m", "drivebay.cli.main", "--root", str(root), "plugin", "serve",
+               "--kind", "graph", "--driver", driver, "--name", name, "--socket", str(socket)]
+    server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     try:
+        deadline = time.monotonic() + 60
+        while not socket.exists():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"drivebay plugin serve did not start: {' '.join(command)}")
+            time.sleep(0.05)
         yield name
     finally:
-        server.close()
-        state.close()
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
 
 
 def _facade(root: Path, driver: str) -> tuple[GraphDriver, StateDB]:
