@@ -11,9 +11,10 @@ import pytest
 from json_log_fixtures import T0, make_driver
 
 from drivebay.errors import InvalidConfig, UsageError
-from drivebay.facades.log import format_timestamp, parse_byte_size, parse_timestamp
+from drivebay.facades.log import format_timestamp, parse_timestamp
 from drivebay.fs.loopfs import scratch_filesystem
 from drivebay.hookspecs.log import LogMessage, ReadConfig
+from drivebay.units import parse_byte_size
 
 
 def test_hook_log_capabilities_declare_reading_and_options(root: Path) -> None:

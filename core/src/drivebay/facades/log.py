@@ -28,6 +28,7 @@ from drivebay.errors import DriverNotSupported, InvalidConfig, UsageError
 from drivebay.hookspecs.log import LogCapabilities, LogEntry, LogInfo, LogMessage, LogStats, ReadConfig
 from drivebay.loader import KINDS, LoadedDriver, load_driver
 from drivebay.state import StateDB
+from drivebay.units import parse_size_option
 
 if TYPE_CHECKING:
     from drivebay.config import Config
@@ -43,21 +44,6 @@ MAX_PENDING_LINE = 1 << 20
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 """Docker's rule for container (and volume) names."""
 
-_DECIMAL = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4, "p": 1000**5}
-_BINARY = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?$", re.IGNORECASE)
-
-
-def parse_byte_size(text: str, *, binary: bool) -> int:
-    """Docker's human sizes: ``10m`` is 10,000,000 bytes (decimal) or 10 MiB (``binary``, as RAMInBytes).
-
-    Raises ``ValueError`` for anything else.
-    """
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise ValueError(f"invalid size {text!r}")
-    units = _BINARY if binary else _DECIMAL
-    return int(float(match.group(1)) * units[match.group(2).lower()])
 
 
 def utf8_cut(data: bytes, limit: int) -> int:
@@ -349,15 +335,7 @@ class LogDriver:
             return mode, DEFAULT_MAX_BUFFER_SIZE, driver_options
         if mode != "non-blocking":
             raise InvalidConfig("log-opt max-buffer-size is only supported with mode=non-blocking")
-        try:
-            size = parse_byte_size(str(size_text), binary=True)
-        except ValueError as exc:
-            raise InvalidConfig(
-                f"log-opt max-buffer-size={size_text!r} is not a size; use a number with k, m or g (binary units)"
-            ) from exc
-        if size <= 0:
-            raise InvalidConfig(f"log-opt max-buffer-size={size_text!r} must be positive")
-        return mode, size, driver_options
+        return mode, parse_size_option(str(size_text), "log-opt max-buffer-size"), driver_options
 
     def info_for(
         self,

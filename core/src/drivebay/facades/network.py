@@ -37,6 +37,7 @@ from drivebay.errors import (
 )
 from drivebay.hookspecs.network import Endpoint, IpamPool, Network, NetworkCapabilities, PortMapping
 from drivebay.loader import KINDS, LoadedDriver, load_driver
+from drivebay.processes import pid_alive
 from drivebay.state import StateDB
 
 if TYPE_CHECKING:
@@ -120,16 +121,6 @@ def endpoint_json(endpoint: Endpoint, oper_info: Mapping[str, str] | None = None
     if oper_info is not None:
         data["oper_info"] = dict(oper_info)
     return data
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _nsfs_device() -> int:
@@ -435,7 +426,7 @@ class NetworkDriver:
         ):
             pid = int(row["pid"])
             if row["state"] == "creating":
-                stale = pid == me or not _pid_alive(pid)
+                stale = pid == me or not pid_alive(pid)
             else:
                 stale = not _netns_is(Path(row["netns"]), int(row["netns_inode"]))
             if stale:
@@ -446,7 +437,7 @@ class NetworkDriver:
                 removed.append(f"endpoint {endpoint.id[:12]} ({endpoint.netns}, {endpoint.address})")
         for row in self.state.query("SELECT * FROM net_networks WHERE driver=? AND state='creating'", (self.name,)):
             pid = int(row["pid"])
-            if pid == me or not _pid_alive(pid):
+            if pid == me or not pid_alive(pid):
                 network = _network_from_row(row)
                 self._drop_network(network)
                 removed.append(f"network {network.name} ({network.subnet})")

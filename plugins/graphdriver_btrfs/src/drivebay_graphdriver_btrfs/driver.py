@@ -23,10 +23,10 @@ from typing import BinaryIO
 
 from drivebay import archive, hookimpl
 from drivebay.errors import DriverNotSupported, InvalidConfig, LayerNotFound
-from drivebay.facades.log import parse_byte_size
 from drivebay.fs import btrfs
 from drivebay.fs.backing import backing_filesystem
 from drivebay.hookspecs.graph import Change, GraphCapabilities
+from drivebay.units import parse_size_option
 from drivebay_graphdriver_btrfs.changes import snapshot_changes
 
 NAME = "btrfs"
@@ -35,18 +35,6 @@ MAX_DEPTH = 1 << 16
 DRIVER_OPTIONS = ("btrfs.min_space", "size")
 LAYER_OPTIONS = ("size",)
 DIFF_METHOD = "btrfs generation numbers (native)"
-
-
-def _parse_size(value: str, key: str) -> int:
-    try:
-        size = parse_byte_size(value, binary=True)
-    except ValueError as exc:
-        raise InvalidConfig(
-            f"storage driver 'btrfs': {key} '{value}' is not a size; write it like 10G or 512M"
-        ) from exc
-    if size <= 0:
-        raise InvalidConfig(f"storage driver 'btrfs': {key} '{value}' must be more than zero")
-    return size
 
 
 class BtrfsDriver:
@@ -106,9 +94,9 @@ class BtrfsDriver:
                     f"storage driver 'btrfs' has no option '{key}' (accepted: {', '.join(DRIVER_OPTIONS)})"
                 )
             if key == "btrfs.min_space":
-                self.min_space = _parse_size(value, key)
+                self.min_space = parse_size_option(value, f"storage driver 'btrfs' option {key}")
             else:
-                self.default_size = _parse_size(value, key)
+                self.default_size = parse_size_option(value, f"storage driver 'btrfs' option {key}")
         self._home = home
         (home / "subvolumes").mkdir(exist_ok=True)
         (home / "quotas").mkdir(exist_ok=True)
@@ -142,7 +130,7 @@ class BtrfsDriver:
                     f"storage driver 'btrfs' has no per-layer option '{key}' (accepted: {', '.join(LAYER_OPTIONS)})"
                 )
         if "size" in storage_opts:
-            size = _parse_size(storage_opts["size"], "size")
+            size = parse_size_option(storage_opts["size"], "storage driver 'btrfs' per-layer option size")
             self._check_size(size)
             return size
         return self.default_size if rw else None

@@ -24,6 +24,7 @@ from drivebay.errors import DriverNotSupported, InvalidConfig, MountError
 from drivebay.fs.backing import backing_filesystem
 from drivebay.fs.mounts import unmount_all_under
 from drivebay.hookspecs.graph import Change, GraphCapabilities, Mount
+from drivebay.units import parse_size_option
 from drivebay_graphdriver_overlay2.layout import Overlay2Layout
 from drivebay_graphdriver_overlay2.mounting import (
     KernelOverlay,
@@ -34,7 +35,7 @@ from drivebay_graphdriver_overlay2.mounting import (
     kernel_parameter,
 )
 from drivebay_graphdriver_overlay2.probe import probe_reason, supports_d_type
-from drivebay_graphdriver_overlay2.quota import LayerQuota, parse_size, quota_for, require_quota
+from drivebay_graphdriver_overlay2.quota import LayerQuota, quota_for, require_quota
 
 NAME = "overlay2"
 PRIVATE_XATTRS = ("trusted.overlay.", "user.overlay.")
@@ -105,7 +106,7 @@ class Overlay2Driver:
     def graph_init(self, home: Path, options: Mapping[str, str]) -> None:
         opts = _driver_options(options)
         if "size" in opts:
-            self.default_size = parse_size(opts["size"], "storage-opt size of overlay2")
+            self.default_size = parse_size_option(opts["size"], "storage driver 'overlay2' option size")
             require_quota(home)
         self.mount_program = opts.get("mount_program")
         if self.mount_program:
@@ -134,7 +135,7 @@ class Overlay2Driver:
             raise InvalidConfig(f"storage driver 'overlay2' has no per-layer option {', '.join(unknown)} (only size)")
         size = self.default_size if rw else None
         if "size" in storage_opts:
-            size = parse_size(storage_opts["size"], f"storage-opt size of layer '{layer_id}'")
+            size = parse_size_option(storage_opts["size"], f"storage driver 'overlay2' layer '{layer_id}' size")
         if size is not None:
             if self._quota is None:
                 self._quota = require_quota(self.layout.home)

@@ -18,8 +18,7 @@ import stat
 from pathlib import Path
 from typing import Protocol
 
-from drivebay.errors import InvalidConfig, QuotaNotSupported
-from drivebay.facades.log import parse_byte_size
+from drivebay.errors import QuotaNotSupported
 from drivebay.fs import btrfs
 from drivebay.fs.backing import backing_filesystem
 from drivebay.fs.mounts import mount_table
@@ -35,17 +34,6 @@ FS_DQ_BSOFT = 1 << 2
 FS_DQ_BHARD = 1 << 3
 # Project IDs below this are left to the administrator.
 FIRST_PROJECT_ID = 1 << 16
-
-
-def parse_size(value: str, where: str) -> int:
-    """A Docker size (``10G``, ``512m``: binary units, as moby's RAMInBytes) in bytes."""
-    try:
-        size = parse_byte_size(value, binary=True)
-    except ValueError as exc:
-        raise InvalidConfig(f"{where}: size '{value}' is not a size; write it like 10G or 512M") from exc
-    if size <= 0:
-        raise InvalidConfig(f"{where}: size '{value}' must be more than zero")
-    return size
 
 
 class LayerQuota(Protocol):

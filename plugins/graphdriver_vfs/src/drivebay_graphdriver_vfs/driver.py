@@ -22,29 +22,17 @@ from typing import BinaryIO
 from drivebay import archive, hookimpl
 from drivebay.archive import WhiteoutFormat
 from drivebay.errors import InvalidConfig, LayerNotFound, QuotaNotSupported
-from drivebay.facades.log import parse_byte_size
 from drivebay.fs import btrfs
 from drivebay.fs.backing import backing_filesystem
 from drivebay.fs.copytree import copy_method, copy_tree
 from drivebay.fs.mounts import unmount_all_under
 from drivebay.hookspecs.graph import GraphCapabilities
+from drivebay.units import parse_size_option
 
 NAME = "vfs"
 MAX_DEPTH = 1000
 """vfs mounts nothing, so no kernel limit applies; the bound keeps the facade's depth check meaningful."""
 OPTIONS = ("size",)
-
-
-def _parse_size(value: str, where: str) -> int:
-    try:
-        size = parse_byte_size(value, binary=True)
-    except ValueError as exc:
-        raise InvalidConfig(
-            f"storage driver 'vfs': {where} size '{value}' is not a size; write it like 10G or 512M"
-        ) from exc
-    if size <= 0:
-        raise InvalidConfig(f"storage driver 'vfs': {where} size '{value}' must be more than 0 bytes")
-    return size
 
 
 def _check_options(options: Mapping[str, str], where: str) -> None:
@@ -98,7 +86,7 @@ class VfsDriver:
         (home / "dir").mkdir(mode=0o700, exist_ok=True)
         self.on_btrfs = btrfs.is_btrfs(home)
         if "size" in options:
-            self.default_size = _parse_size(options["size"], "default")
+            self.default_size = parse_size_option(options["size"], "storage driver 'vfs' option size")
             self._require_quota(options["size"], "every layer")
 
     def _require_quota(self, size_text: str, what: str) -> None:
@@ -115,7 +103,7 @@ class VfsDriver:
         _check_options(storage_opts, "per-layer")
         size = self.default_size
         if "size" in storage_opts:
-            size = _parse_size(storage_opts["size"], f"layer '{layer_id}'")
+            size = parse_size_option(storage_opts["size"], f"storage driver 'vfs' layer '{layer_id}' size")
             self._require_quota(storage_opts["size"], f"layer '{layer_id}'")
         path = self.layer_dir(layer_id)
         if size is not None:

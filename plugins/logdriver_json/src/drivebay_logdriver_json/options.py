@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from drivebay.errors import InvalidConfig
-from drivebay.facades.log import parse_byte_size
 from drivebay.hookspecs.log import LogInfo
+from drivebay.units import parse_size_option
 
 KNOWN_OPTIONS = ("max-size", "max-file", "compress", "labels", "labels-regex", "env", "env-regex", "tag")
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")
@@ -48,15 +48,7 @@ def parse_options(options: Mapping[str, str]) -> JsonFileOptions:
     check_known(options)
     max_size = None
     if "max-size" in options:
-        try:
-            max_size = parse_byte_size(options["max-size"], binary=False)
-        except ValueError as exc:
-            raise InvalidConfig(
-                f"log-opt max-size={options['max-size']!r} is not a size; use a number with k, m or g "
-                "(decimal units: 10m is 10,000,000 bytes)"
-            ) from exc
-        if max_size <= 0:
-            raise InvalidConfig("log-opt max-size must be a positive number")
+        max_size = parse_size_option(options["max-size"], "log-opt max-size", binary=False)
     max_file = 1
     if "max-file" in options:
         try:

@@ -25,6 +25,7 @@ import drivebay
 from drivebay.errors import InvalidConfig, MountError, QuotaNotSupported, VolumeExists, VolumeNotFound
 from drivebay.fs import mounts
 from drivebay.hookspecs.volume import Volume, VolumeCapabilities
+from drivebay.processes import pid_alive
 from drivebay_volumedriver_local import loopdev
 from drivebay_volumedriver_local.mountopts import REMOUNT_FLAGS, MountOptions, parse_mount_options
 
@@ -33,16 +34,6 @@ REQUIRED_WITH = {"device": ("type",), "type": ("device",), "o": ("device", "type
 OPTS_FILE = "opts.json"
 DATA_DIR = "_data"
 CREATING_PREFIX = ".creating-"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _kernel_filesystems() -> set[str]:
@@ -126,7 +117,7 @@ class LocalVolumeDriver:
         for entry in self.home.iterdir():
             if entry.name.startswith(CREATING_PREFIX):
                 pid = entry.name.rsplit("-", 1)[-1]
-                if pid.isdigit() and not _pid_alive(int(pid)):
+                if pid.isdigit() and not pid_alive(int(pid)):
                     shutil.rmtree(entry)
 
     @drivebay.hookimpl
