@@ -13,6 +13,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -285,3 +286,38 @@ def wait_for() -> Callable[[Callable[[], bool], float, str], None]:
         raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
     return waiter
+
+
+@dataclass
+class PluginProcess:
+    """``drivebay plugin serve`` running as its own process (inside a network namespace)."""
+
+    name: str
+    root: Path
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def bridge_plugin_in_netns(netns: str, tmp_path: Path, wait_for: Callable[..., None]) -> Iterator[PluginProcess]:
+    """The bridge driver served from inside ``netns``; stopped by SIGTERM afterwards."""
+    if "bridge" not in {d.name for d in installed_drivers(KINDS["network"])}:
+        pytest.skip("network driver 'bridge' is not installed: pip install drivebay-netdriver-bridge")
+    name = unique_plugin_name()
+    root = tmp_path / "net-root"
+    socket = SOCKETS_DIR / f"{name}.sock"
+    log = tmp_path / "plugin.log"
+    command = [
+        "ip", "netns", "exec", netns, sys.executable, "-m", "drivebay.cli.main", "--root", str(root),
+        "plugin", "serve", "--kind", "network", "--driver", "bridge", "--name", name, "--socket", str(socket),
+    ]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: socket.exists() or process.poll() is not None, 30, f"the plugin socket {socket}")
+        assert process.poll() is None, f"drivebay plugin serve exited: {log.read_text()}"
+        yield PluginProcess(name, root, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    assert process.returncode == 0, log.read_text()
+    assert not socket.exists(), "the server must remove its socket on exit"

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from plugin_fixtures import DockerEngine, PluginFactory, needs_root, unique_plugin_name, unmount_everything_under
-
-from drivebay.dockerplugin.discovery import SOCKETS_DIR
+from plugin_fixtures import DockerEngine, PluginFactory, PluginProcess, needs_root, unmount_everything_under
 
 pytestmark = needs_root
 
@@ -125,39 +121,6 @@ def test_graph_plugin_runs_commits_and_saves_images(
     ]
     unmount_everything_under(drivebay_root)
     docker("rmi", "bb:2", "bb:1")
-
-
-@dataclass
-class PluginProcess:
-    """``drivebay plugin serve`` running as its own process (inside a network namespace)."""
-
-    name: str
-    root: Path
-    process: subprocess.Popen[bytes]
-
-
-@pytest.fixture
-def bridge_plugin_in_netns(netns: str, tmp_path: Path, wait_for: Callable[..., None]) -> Iterator[PluginProcess]:
-    """The bridge driver served from inside ``netns``; stopped by SIGTERM afterwards."""
-    name = unique_plugin_name()
-    root = tmp_path / "net-root"
-    socket = SOCKETS_DIR / f"{name}.sock"
-    log = tmp_path / "plugin.log"
-    command = [
-        "ip", "netns", "exec", netns, sys.executable, "-m", "drivebay.cli.main", "--root", str(root),
-        "plugin", "serve", "--kind", "network", "--driver", "bridge", "--name", name, "--socket", str(socket),
-    ]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: socket.exists() or process.poll() is not None, 30, f"the plugin socket {socket}")
-        assert process.poll() is None, f"drivebay plugin serve exited: {log.read_text()}"
-        yield PluginProcess(name, root, process)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
-    assert process.returncode == 0, log.read_text()
-    assert not socket.exists(), "the server must remove its socket on exit"
 
 
 def test_network_plugin_gives_containers_a_working_interface(

@@ -8,14 +8,17 @@ called in-process.
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
-from plugin_fixtures import PluginFactory, needs_root
+from plugin_fixtures import PluginFactory, PluginProcess, needs_root
 
 from drivebay.config import Config
-from drivebay.errors import DriverNotFound, LayerNotFound, PluginError, VolumeNotFound
+from drivebay.errors import LayerNotFound, PluginError, VolumeNotFound
 from drivebay.facades.graph import GraphDriver
 from drivebay.facades.log import open_log_driver
 from drivebay.facades.volume import open_volume_driver
@@ -129,6 +132,36 @@ def test_a_plugin_of_another_kind_is_refused(serve_plugin: PluginFactory) -> Non
     assert "implements VolumeDriver, not GraphDriver" in loaded.hook.graph_probe(home=Path("/nonexistent"))
 
 
-def test_network_drivers_cannot_be_docker_plugins_yet() -> None:
-    with pytest.raises(DriverNotFound, match="network driver cannot be a Docker plugin"):
-        load_driver(KINDS["network"], "docker-plugin:anything")
+def test_networks_through_a_docker_plugin(
+    netns: str, bridge_plugin_in_netns: PluginProcess, tmp_path: Path
+) -> None:
+    """drivebay's CLI, in the plugin's namespace, drives the served bridge driver and joins a sandbox."""
+    plugin = bridge_plugin_in_netns
+    config = tmp_path / "config.yaml"
+    config.write_text(f"network-driver: docker-plugin:{plugin.name}\n")
+    sandbox = f"{netns}-sbx"
+    subprocess.run(["ip", "netns", "add", sandbox], check=True)
+
+    def drivebay(*args: str) -> str:
+        command = ["ip", "netns", "exec", netns, sys.executable, "-m", "drivebay.cli.main", "--config", str(config),
+                   "--root", str(tmp_path / "client"), *args]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"drivebay {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    def in_sandbox(*command: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", sandbox, *command], capture_output=True, text=True).stdout
+
+    try:
+        drivebay("network", "create", "net1", "--subnet", "10.123.0.0/24")
+        network = json.loads(drivebay("network", "inspect", "net1", "--json"))
+        assert network["subnet"] == "10.123.0.0/24" and network["gateway"] == "10.123.0.1"
+        drivebay("network", "connect", "net1", "--netns", f"/run/netns/{sandbox}")
+        assert "inet 10.123.0.2/24" in in_sandbox("ip", "-4", "-o", "addr", "show", "eth0")
+        assert " 0% packet loss" in in_sandbox("ping", "-c", "1", "-W", "5", "10.123.0.1")
+        drivebay("network", "disconnect", "net1", "--netns", f"/run/netns/{sandbox}")
+        assert "eth0" not in in_sandbox("ip", "-o", "link")
+        drivebay("network", "rm", "net1")
+        assert json.loads(drivebay("network", "ls", "--json")) == []
+    finally:
+        subprocess.run(["ip", "netns", "delete", sandbox], check=False)

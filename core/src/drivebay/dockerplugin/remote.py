@@ -13,21 +13,33 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlencode
 
 from drivebay.dockerplugin.client import PluginClient
 from drivebay.dockerplugin.logentry import PartialMetadata, WireLogEntry, read_frame, write_frame
-from drivebay.errors import DriverNotFound, LogNotFound, PluginError, UsageError
+from drivebay.errors import DriverNotFound, LogNotFound, NetworkNotFound, PluginError, UsageError
 from drivebay.facades.log import format_timestamp, parse_timestamp
 from drivebay.hookspecs import hookimpl
 from drivebay.hookspecs.graph import Change, ChangeKind, GraphCapabilities
 from drivebay.hookspecs.log import LogCapabilities, LogEntry, LogInfo, LogMessage, LogStats, ReadConfig
+from drivebay.hookspecs.network import (
+    Endpoint,
+    EndpointInterface,
+    IpamPool,
+    JoinInfo,
+    Network,
+    NetworkCapabilities,
+)
 from drivebay.hookspecs.volume import Volume, VolumeCapabilities
+from drivebay.state import StateDB
 
 DEFAULT_MAX_DEPTH = 128
 """The depth assumed for a graph plugin that does not say (moby overlay2's limit)."""
@@ -388,10 +400,234 @@ class RemoteLogDriver(_Remote):
                 yield LogEntry(line.decode("utf-8", "replace"), entry.source, entry.time_nano, partial=entry.continues)
 
 
+# -- network --------------------------------------------------------------------------
+
+NETWORK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dockerplugin_pools (
+    plugin TEXT NOT NULL,
+    network_id TEXT NOT NULL,
+    pool_id TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    PRIMARY KEY (plugin, network_id)
+);
+CREATE TABLE IF NOT EXISTS dockerplugin_addresses (
+    plugin TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    network_id TEXT NOT NULL,
+    address TEXT NOT NULL,
+    PRIMARY KEY (plugin, endpoint_id)
+)
+"""
+
+GATEWAY_REQUEST = {"RequestAddressType": "com.docker.network.gateway"}
+
+
+def _run(command: list[str], what: str) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise PluginError(f"{what} failed: {' '.join(command)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+class RemoteNetworkDriver(_Remote):
+    """A network driver that is a Docker ``NetworkDriver`` plugin with its ``IpamDriver``.
+
+    What libnetwork does around a remote driver is done here: the plugin's
+    IPAM pool and addresses are kept per network in drivebay.db, and at join
+    the interface the plugin names is moved into the sandbox, renamed, given
+    its address and the default route (with ``ip``, from iproute2).
+    """
+
+    interface = "NetworkDriver"
+
+    def __init__(self, plugin: str, client: PluginClient | None = None) -> None:
+        super().__init__(plugin, client)
+        self._state: StateDB | None = None
+        self._address_space = ""
+
+    @property
+    def state(self) -> StateDB:
+        if self._state is None:
+            raise PluginError(f"network driver docker-plugin:{self.plugin} is used before net_init")
+        return self._state
+
+    def _ipam(self, method: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.client.call(f"IpamDriver.{method}", args)
+
+    def _pool(self, network_id: str) -> tuple[str, str]:
+        rows = self.state.query(
+            "SELECT pool_id, gateway FROM dockerplugin_pools WHERE plugin=? AND network_id=?", (self.plugin, network_id)
+        )
+        if not rows:
+            raise NetworkNotFound(f"network {network_id[:12]} has no pool in Docker plugin '{self.plugin}'")
+        return str(rows[0]["pool_id"]), str(rows[0]["gateway"])
+
+    @hookimpl
+    def net_capabilities(self) -> NetworkCapabilities:
+        scope = self._call("GetCapabilities").get("Scope") or "local"
+        return NetworkCapabilities(
+            scope=str(scope), published_ports=False, icc=False, internal=False, masquerade=False
+        )
+
+    @hookimpl
+    def net_probe(self, home: Path) -> str | None:
+        reason = self._probe()
+        if reason is None and shutil.which("ip") is None:
+            return "ip (iproute2) not found"
+        return reason
+
+    @hookimpl
+    def net_init(self, home: Path, state: StateDB, options: Mapping[str, str]) -> None:
+        self.client.require(self.interface)
+        self.client.require("IpamDriver")
+        state.ensure_schema(NETWORK_SCHEMA)
+        self._state = state
+        self._address_space = str(self._ipam("GetDefaultAddressSpaces").get("LocalDefaultAddressSpace") or "")
+
+    @hookimpl
+    def net_ipam_request_pool(
+        self, network_id: str, subnet: IPv4Network | None, gateway: IPv4Address | None
+    ) -> IpamPool:
+        answer = self._ipam("RequestPool", {"AddressSpace": self._address_space, "Pool": str(subnet or ""),
+                                            "SubPool": "", "Options": {}, "V6": False})
+        pool_id, pool = str(answer["PoolID"]), IPv4Network(answer["Pool"])
+        given = self._ipam("RequestAddress", {"PoolID": pool_id, "Address": str(gateway or ""),
+                                             "Options": GATEWAY_REQUEST})
+        address = IPv4Interface(given["Address"]).ip
+        with self.state.transaction() as db:
+            db.execute(
+                "INSERT INTO dockerplugin_pools VALUES (?, ?, ?, ?)", (self.plugin, network_id, pool_id, str(address))
+            )
+        return IpamPool(pool, address)
+
+    @hookimpl
+    def net_ipam_release_pool(self, network_id: str) -> None:
+        rows = self.state.query(
+            "SELECT pool_id, gateway FROM dockerplugin_pools WHERE plugin=? AND network_id=?", (self.plugin, network_id)
+        )
+        if not rows:
+            return
+        pool_id = str(rows[0]["pool_id"])
+        self._ipam("ReleaseAddress", {"PoolID": pool_id, "Address": str(rows[0]["gateway"])})
+        self._ipam("ReleasePool", {"PoolID": pool_id})
+        with self.state.transaction() as db:
+            db.execute("DELETE FROM dockerplugin_pools WHERE plugin=? AND network_id=?", (self.plugin, network_id))
+
+    @hookimpl
+    def net_ipam_request_address(
+        self, network: Network, endpoint_id: str, address: IPv4Address | None
+    ) -> IPv4Interface:
+        pool_id, _ = self._pool(network.id)
+        given = self._ipam("RequestAddress", {"PoolID": pool_id, "Address": str(address or ""), "Options": {}})
+        allocated = IPv4Interface(given["Address"])
+        with self.state.transaction() as db:
+            db.execute("INSERT INTO dockerplugin_addresses VALUES (?, ?, ?, ?)",
+                       (self.plugin, endpoint_id, network.id, str(allocated)))
+        return allocated
+
+    @hookimpl
+    def net_ipam_release_address(self, network_id: str, endpoint_id: str) -> None:
+        rows = self.state.query(
+            "SELECT address FROM dockerplugin_addresses WHERE plugin=? AND endpoint_id=?", (self.plugin, endpoint_id)
+        )
+        if not rows:
+            return
+        pool_id, _ = self._pool(network_id)
+        self._ipam("ReleaseAddress", {"PoolID": pool_id, "Address": str(rows[0]["address"])})
+        with self.state.transaction() as db:
+            db.execute(
+                "DELETE FROM dockerplugin_addresses WHERE plugin=? AND endpoint_id=?", (self.plugin, endpoint_id)
+            )
+
+    @hookimpl
+    def net_create_network(self, network: Network) -> dict[str, str]:
+        self._call("CreateNetwork", {
+            "NetworkID": network.id,
+            "Options": {"com.docker.network.generic": dict(network.options)},
+            "IPv4Data": [{"AddressSpace": self._address_space, "Pool": str(network.subnet),
+                          "Gateway": f"{network.gateway}/{network.subnet.prefixlen}", "AuxAddresses": {}}],
+            "IPv6Data": [],
+        })
+        return {"plugin": self.plugin}
+
+    @hookimpl
+    def net_delete_network(self, network: Network) -> None:
+        self._call("DeleteNetwork", {"NetworkID": network.id})
+
+    @hookimpl
+    def net_create_endpoint(self, network: Network, endpoint: Endpoint) -> EndpointInterface:
+        answer = self._call("CreateEndpoint", {
+            "NetworkID": network.id, "EndpointID": endpoint.id, "Options": {},
+            "Interface": {"Address": str(endpoint.address), "AddressIPv6": "", "MacAddress": ""},
+        })
+        interface = answer.get("Interface") or {}
+        return EndpointInterface(host_ifname="", mac=str(interface.get("MacAddress") or ""))
+
+    @hookimpl
+    def net_join(self, network: Network, endpoint: Endpoint, sandbox: Path) -> JoinInfo:
+        answer = self._call("Join", {"NetworkID": network.id, "EndpointID": endpoint.id,
+                                     "SandboxKey": str(sandbox), "Options": {}})
+        names = answer.get("InterfaceName") or {}
+        source = str(names.get("SrcName") or "")
+        if not source:
+            raise PluginError(f"Docker plugin '{self.plugin}' joined endpoint {endpoint.id[:12]} without an interface")
+        inside = ["nsenter", f"--net={sandbox}", "ip"]
+        taken = _run([*inside, "-o", "link", "show"], "listing the sandbox's interfaces")
+        names_inside = {line.split(": ")[1].split("@")[0] for line in taken.splitlines() if ": " in line}
+        ifname = endpoint.request_ifname or next(
+            f"{names.get('DstPrefix') or 'eth'}{n}" for n in range(len(names_inside) + 1)
+            if f"{names.get('DstPrefix') or 'eth'}{n}" not in names_inside
+        )
+        # As libnetwork: the plugin's interface goes into the sandbox, which then configures it.
+        _run(["ip", "link", "set", "dev", source, "netns", str(sandbox)], "moving the interface into the sandbox")
+        _run([*inside, "link", "set", "dev", source, "name", ifname], "naming the interface")
+        _run([*inside, "addr", "add", str(endpoint.address), "dev", ifname], "addressing the interface")
+        _run([*inside, "link", "set", "dev", ifname, "up"], "bringing the interface up")
+        _run([*inside, "link", "set", "dev", "lo", "up"], "bringing lo up")
+        gateway_text = str(answer.get("Gateway") or "")
+        gateway = IPv4Address(gateway_text) if gateway_text else None
+        if gateway is not None:
+            _run([*inside, "route", "add", "default", "via", str(gateway)], "adding the default route")
+        return JoinInfo(ifname=ifname, gateway=gateway)
+
+    @hookimpl
+    def net_leave(self, network: Network, endpoint: Endpoint, sandbox: Path) -> None:
+        self._call("Leave", {"NetworkID": network.id, "EndpointID": endpoint.id})
+        if endpoint.ifname and sandbox.exists():
+            shown = subprocess.run(["nsenter", f"--net={sandbox}", "ip", "link", "show", "dev", endpoint.ifname],
+                                   capture_output=True, check=False)
+            if shown.returncode == 0:
+                _run(["nsenter", f"--net={sandbox}", "ip", "link", "del", "dev", endpoint.ifname],
+                     "removing the interface from the sandbox")
+
+    @hookimpl
+    def net_delete_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+        self._call("DeleteEndpoint", {"NetworkID": network.id, "EndpointID": endpoint.id})
+
+    @hookimpl
+    def net_endpoint_oper_info(self, network: Network, endpoint: Endpoint) -> dict[str, str]:
+        value = self._call("EndpointOperInfo", {"NetworkID": network.id, "EndpointID": endpoint.id}).get("Value")
+        return {str(k): str(v) for k, v in (value or {}).items()}
+
+    @hookimpl
+    def net_program_external_connectivity(self, network: Network, endpoint: Endpoint) -> None:
+        self._call("ProgramExternalConnectivity", {"NetworkID": network.id, "EndpointID": endpoint.id, "Options": {}})
+
+    @hookimpl
+    def net_revoke_external_connectivity(self, network: Network, endpoint: Endpoint) -> None:
+        self._call("RevokeExternalConnectivity", {"NetworkID": network.id, "EndpointID": endpoint.id})
+
+    @hookimpl
+    def net_reconcile(self, networks: list[Network], endpoints: list[Endpoint]) -> list[str]:
+        """The plugin keeps its own state; drivebay holds nothing of it beyond what core reconciles."""
+        return []
+
+
 REMOTE_CLASSES: dict[str, type[_Remote]] = {
     "graph": RemoteGraphDriver,
     "volume": RemoteVolumeDriver,
     "log": RemoteLogDriver,
+    "network": RemoteNetworkDriver,
 }
 
 
