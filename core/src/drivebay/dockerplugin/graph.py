@@ -57,7 +57,6 @@ class GraphEndpoints:
 
     def __init__(self, driver: GraphDriver) -> None:
         self.driver = driver
-        self.docker_home: str | None = None
 
     def endpoints(self) -> dict[str, Endpoint]:
         return {
@@ -82,9 +81,9 @@ class GraphEndpoints:
         """Nothing runs in the background; mounts stay for Docker's ``Cleanup``."""
 
     def init(self, request: PluginRequest) -> dict[str, Any]:
-        # The driver was initialised on drivebay's root when the server started; Docker's home
-        # (<data-root>/<plugin>) is only recorded, so one drivebay root serves any engine.
-        self.docker_home = str(request.json().get("Home") or "") or None
+        # The driver was initialised on drivebay's root when the server started. Docker's home
+        # (<data-root>/<plugin>) is not used: the layers live where drivebay's own tools find them.
+        request.json()
         return {}
 
     def capabilities(self, request: PluginRequest) -> dict[str, Any]:
