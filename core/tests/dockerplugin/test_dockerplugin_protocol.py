@@ -14,6 +14,7 @@ import socket
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -234,6 +235,26 @@ def test_a_client_leaving_mid_diff_does_not_hurt_the_server(serve_plugin: Plugin
     plugin.client.copy_stream("GraphDriver.Diff", {"ID": "big"}, out)
     assert len(tar_names(out.getvalue())) == 24
     assert call("GraphDriver.Remove", {"ID": "big"}) == {}
+
+
+@needs_root
+def test_a_client_leaving_mid_apply_leaves_no_layer(
+    serve_plugin: PluginFactory, wait_for: Callable[[Callable[[], bool], float, str], None]
+) -> None:
+    plugin = serve_plugin(("graph", "vfs"))
+    plugin.client.call("GraphDriver.Create", {"ID": "cut", "Parent": ""})
+    data = layer_tar({f"f{i}": os.urandom(1 << 16) for i in range(64)})
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(plugin.socket))
+    sock.sendall(
+        b"POST /GraphDriver.ApplyDiff?id=cut&parent= HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    half = data[: len(data) // 2]
+    sock.sendall(b"%x\r\n%s\r\n" % (len(half), half))
+    sock.close()
+    wait_for(lambda: plugin.client.call("GraphDriver.Exists", {"ID": "cut"}) == {"Exists": False}, 30,
+             "the half-applied layer to be removed")
+    assert plugin.client.call("GraphDriver.Create", {"ID": "cut", "Parent": ""}) == {}
 
 
 # -- sockets --------------------------------------------------------------------------

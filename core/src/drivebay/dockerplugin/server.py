@@ -137,7 +137,13 @@ class _Handler(BaseHTTPRequestHandler):
         request = PluginRequest(method, dict(parse_qsl(url.query)), io.BufferedReader(body, 1 << 16))
         try:
             status, answer = self._answer(request)
-            drain(body)
+            try:
+                drain(body)
+            except PluginError as exc:
+                # The request body was cut off: its sender is gone, so nobody is left to answer.
+                LOG.info("%s: %s", method, exc)
+                self.close_connection = True
+                return
             if isinstance(answer, Streamed):
                 self._stream(method, answer)
             else:
