@@ -145,10 +145,11 @@ class PluginClient:
         """Close this thread's connection."""
         self._drop_connection()
 
-    def _send(
-        self, method: str, body: bytes | BinaryIO, *, chunked: bool, retry: bool = True
-    ) -> http.client.HTTPResponse:
-        """Send one request and return the response (status not checked), retrying failed connects."""
+    def _send(self, method: str, body: bytes | BinaryIO) -> http.client.HTTPResponse:
+        """Send one request and return the response (status not checked), retrying failed connects.
+
+        http.client sends a stream ``body`` with chunked encoding, in :data:`BLOCK` pieces.
+        """
         start, retries = time.monotonic(), 0
         headers = {"Accept": ACCEPT, "Content-Type": "application/json"}
         while True:
@@ -157,12 +158,12 @@ class PluginClient:
             try:
                 if conn.sock is None:
                     conn.connect()
-                conn.request("POST", f"/{method}", body=body, headers=headers, encode_chunked=chunked)
+                conn.request("POST", f"/{method}", body=body, headers=headers)
                 return conn.getresponse()
             except (ConnectionRefusedError, FileNotFoundError) as exc:
                 self._drop_connection()
                 wait = backoff(retries, self.retry_seconds)
-                if not retry or wait + (time.monotonic() - start) >= self.retry_seconds:
+                if wait + (time.monotonic() - start) >= self.retry_seconds:
                     raise PluginError(
                         f"cannot connect to Docker plugin '{self.name}' at {self.address.url}: {exc.strerror or exc}; "
                         "is it running?"
@@ -186,7 +187,7 @@ class PluginClient:
         """``Plugin.Activate`` once; returns what the plugin implements."""
         with self._lock:
             if self._activated is None:
-                answer = self._json(self._send("Plugin.Activate", b"", chunked=False), "Plugin.Activate")
+                answer = self._json(self._send("Plugin.Activate", b""), "Plugin.Activate")
                 self._activated = [str(x) for x in answer.get("Implements") or []]
             return self._activated
 
@@ -216,12 +217,12 @@ class PluginClient:
     def call(self, method: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         """Call ``method`` with a JSON body; returns the JSON answer."""
         body = json.dumps(args or {}).encode()
-        return self._json(self._send(method, body, chunked=False), method)
+        return self._json(self._send(method, body), method)
 
     @contextmanager
     def stream(self, method: str, args: dict[str, Any] | None = None) -> Iterator[BinaryIO]:
         """Call ``method`` and yield the answer body as a stream (Diff, ReadLogs)."""
-        response = self._send(method, json.dumps(args or {}).encode(), chunked=False)
+        response = self._send(method, json.dumps(args or {}).encode())
         if response.status != 200:
             self._json(response, method)
         try:
@@ -241,4 +242,4 @@ class PluginClient:
 
     def send_file(self, method: str, data: BinaryIO) -> dict[str, Any]:
         """Call ``method`` with ``data`` as a chunked body; returns the JSON answer."""
-        return self._json(self._send(method, data, chunked=True, retry=True), method.split("?", 1)[0])
+        return self._json(self._send(method, data), method.split("?", 1)[0])
