@@ -4,7 +4,8 @@
 - :mod:`~drivebay.layers.images`: image configs, tags, history.
 - :mod:`~drivebay.layers.containers`: init layer, read-write layer, mount, diff, commit, export.
 - :mod:`~drivebay.layers.transfer`: ``image load``, ``import`` and ``save``, with
-  :mod:`~drivebay.layers.docker_archive` and :mod:`~drivebay.layers.oci_archive` for the two layouts.
+  :mod:`~drivebay.layers.docker_archive` and :mod:`~drivebay.layers.oci_archive` for the two layouts
+  and :mod:`~drivebay.layers.blobs` for turning blobs into verified tars.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ the driver instead; that gives back the same bytes only if every driver keeps
 every file exactly (sparse holes, xattr order, hardlink choice), which a
 pluggable store cannot promise. Keeping the tar costs the layer's size again
 on disk, but ``image save`` is then byte-identical on every driver, needs no
-mount, and a loaded tar is written with one sequential copy.
+mount, and keeping a loaded tar is one kernel copy made while the layer is applied
+(:mod:`drivebay.layers.blobs`).
 
 Crash safety: a layer row is inserted as ``creating`` (with the owner's PID and
 the cache ID) before the driver is touched, so whatever a killed process left
@@ -44,7 +45,6 @@ from drivebay.layers.schema import SCHEMA
 from drivebay.processes import pid_alive
 from drivebay.state import StateDB
 
-CHUNK = 1 << 20
 CLAIM_POLL_SECONDS = 0.1
 
 

@@ -97,6 +97,13 @@ def _load_layers(
         raise
 
 
+def _archive_tags(image: ArchiveImage) -> tuple[str, ...]:
+    try:
+        return tuple(normalize_ref(tag) for tag in image.tags)
+    except UsageError as exc:
+        raise InvalidArchive(f"{image.source}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class LoadedImage:
     """An image loaded from an archive and the tags the archive gave it."""
@@ -110,17 +117,15 @@ def load_archive(path: Path, images: ImageStore, progress: LoadProgress) -> list
     layers = images.layers
     with open_image_archive(path, layers.temp_path(".archive")) as arc:
         found = read_archive_images(arc)
+        tags = [_archive_tags(image) for image in found]
         with layers.leasing() as lease:
             for image in found:
                 _load_layers(arc, image, layers, lease, progress)
             crash_point("load:before-register")
             with images.state.transaction():
                 return [
-                    LoadedImage(
-                        images.register(image.config, image.tags, image.source),
-                        tuple(normalize_ref(tag) for tag in image.tags),
-                    )
-                    for image in found
+                    LoadedImage(images.register(image.config, image_tags, image.source), image_tags)
+                    for image, image_tags in zip(found, tags, strict=True)
                 ]
 
 
