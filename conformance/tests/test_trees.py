@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from drivebay.testing.tars import tar_names
 from drivebay.testing.treecompare import assert_same_tree
 from drivebay_conformance.scenarios import DEEP_PARTS
 from drivebay_conformance.trees import (
@@ -19,7 +20,6 @@ from drivebay_conformance.trees import (
     layer_tar,
     materialize,
     opaque,
-    tar_names,
     whiteout,
 )
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
-import tarfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,32 +48,3 @@ def make_drivebay(tmp_path: Path, driver: str | None = "vfs") -> Drivebay:
     config = tmp_path / "config.yaml"
     config.write_text("# the built-in defaults\n", encoding="utf-8")
     return Drivebay(root=tmp_path / "root", config=config, driver=driver)
-
-
-def layer_tar(entries: Mapping[str, bytes | str | None], links: Mapping[str, str] | None = None) -> bytes:
-    """A layer tar written by Python's tarfile (not drivebay's writer).
-
-    Names ending in ``/`` are directories; ``bytes`` are file contents; a
-    ``str`` is a symlink target; ``None`` is an empty file (whiteouts are
-    spelled out). ``links`` maps hard link names to their targets.
-    """
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in entries.items():
-            info = tarfile.TarInfo(name.rstrip("/"))
-            info.mtime = 1_700_000_000
-            if name.endswith("/"):
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            elif isinstance(data, str):
-                info.type, info.linkname = tarfile.SYMTYPE, data
-                tar.addfile(info)
-            else:
-                payload = data or b""
-                info.size, info.mode = len(payload), 0o644
-                tar.addfile(info, io.BytesIO(payload))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname, info.mtime = tarfile.LNKTYPE, target, 1_700_000_000
-            tar.addfile(info)
-    return buf.getvalue()

@@ -9,9 +9,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from cli_helpers import Drivebay, layer_tar, make_drivebay
+from cli_helpers import Drivebay, make_drivebay
 
 from drivebay.fs.mounts import is_mountpoint, unmount_all_under
+from drivebay.testing.tars import layer_tar
 
 PARENT = layer_tar(
     {

@@ -11,17 +11,12 @@ import pytest
 from drivebay.errors import BtrfsError
 from drivebay.fs import btrfs
 from drivebay.fs.backing import backing_filesystem
-from drivebay.fs.loopfs import can_make, scratch_filesystem
+from drivebay.testing.scratchfs import scratch_filesystem_or_skip, write_random
 
 
 @pytest.fixture
 def fs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("loop-mounting a btrfs needs root")
-    reason = can_make("btrfs")
-    if reason:
-        pytest.skip(reason)
-    with scratch_filesystem("btrfs", size_mb=256, parent=tmp_path) as mount_point:
+    with scratch_filesystem_or_skip("btrfs", size_mb=256, parent=tmp_path) as mount_point:
         yield mount_point
 
 
@@ -81,11 +76,8 @@ def test_quota_limit_stops_writes(fs: Path) -> None:
     btrfs.enable_quota(fs)  # idempotent
     assert btrfs.quota_enabled(fs)
     btrfs.set_qgroup_limit(vol, 4 << 20)
-    with pytest.raises(OSError) as excinfo, open(vol / "big", "wb") as f:
-        for _ in range(16):
-            f.write(os.urandom(1 << 20))
-            f.flush()
-            os.fsync(f.fileno())
+    with pytest.raises(OSError) as excinfo:
+        write_random(vol / "big", 16 << 20)
     assert excinfo.value.errno == 122  # EDQUOT
     usage = btrfs.qgroup_usage(vol)
     assert usage.limit == 4 << 20

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import layer_tar
 
 from drivebay.errors import (
     DepthLimitExceeded,
@@ -24,6 +23,7 @@ from drivebay.errors import (
 from drivebay.facades.graph import GraphDriver
 from drivebay.loader import KINDS, installed_drivers, load_driver
 from drivebay.state import StateDB
+from drivebay.testing.tars import layer_tar
 
 OpenGraph = Callable[[], GraphDriver]
 

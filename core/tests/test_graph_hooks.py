@@ -20,17 +20,7 @@ from drivebay.facades.graph import GraphDriver
 from drivebay.hookspecs.graph import GraphCapabilities, Mount
 from drivebay.loader import KINDS, load_driver
 from drivebay.state import StateDB
-
-
-def _tar(files: dict[str, bytes]) -> io.BytesIO:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 1_700_000_000
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    return buf
+from drivebay.testing.tars import layer_tar
 
 
 @pytest.fixture
@@ -45,7 +35,7 @@ def vfs(tmp_path: Path) -> Iterator[GraphDriver]:
 
 @pytest.fixture
 def base(vfs: GraphDriver) -> str:
-    vfs.create_from_tar("base", None, _tar({"etc/motd": b"hello\n", "etc/keep": b"k\n"}))
+    vfs.create_from_tar("base", None, io.BytesIO(layer_tar({"etc/motd": b"hello\n", "etc/keep": b"k\n"})))
     return "base"
 
 
@@ -162,7 +152,7 @@ def test_hook_graph_changes(vfs: GraphDriver, base: str) -> None:
 
 
 def test_hook_graph_apply_diff(vfs: GraphDriver, base: str) -> None:
-    size = vfs.create_from_tar("l2", base, _tar({"etc/.wh.motd": b"", "data/file": b"12345"}))
+    size = vfs.create_from_tar("l2", base, io.BytesIO(layer_tar({"etc/.wh.motd": b"", "data/file": b"12345"})))
     assert size == vfs.diff_size("l2")
     with vfs.mounted("l2") as view:
         assert not (view / "etc" / "motd").exists()

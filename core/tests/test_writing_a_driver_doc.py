@@ -6,7 +6,6 @@ import importlib
 import io
 import re
 import sys
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from drivebay.errors import DriverContractError
 from drivebay.facades.graph import GraphDriver
 from drivebay.loader import KINDS, installed_drivers, load_driver
 from drivebay.state import StateDB
+from drivebay.testing.tars import layer_tar
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "writing-a-driver.md"
 
@@ -54,23 +54,12 @@ def site(tmp_path: Path) -> Iterator[Path]:
             del sys.modules[name]
 
 
-def _tar(files: dict[str, bytes]) -> io.BytesIO:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    return buf
-
-
 def test_documented_driver_installs_and_stores_layers(site: Path, tmp_path: Path) -> None:
     _install(site, _doc_driver_source())
     assert "copy" in [d.name for d in installed_drivers(KINDS["graph"])]
     root = tmp_path / "root"
     driver = GraphDriver(load_driver(KINDS["graph"], "copy"), root / "copy", StateDB.for_root(root), {})
-    driver.create_from_tar("base", None, _tar({"hello": b"hi\n", "gone": b"x"}))
+    driver.create_from_tar("base", None, io.BytesIO(layer_tar({"hello": b"hi\n", "gone": b"x"})))
     driver.create_rw("child", "base")
     with driver.mounted("child") as view:
         assert (view / "hello").read_text() == "hi\n"

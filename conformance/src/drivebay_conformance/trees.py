@@ -160,12 +160,6 @@ def layer_tar(nodes: Iterable[Node]) -> bytes:
     return out.getvalue()
 
 
-def tar_names(data: bytes) -> list[str]:
-    """Entry names of a layer tar, without ``./`` prefixes or trailing slashes."""
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        return [name.removeprefix("./").rstrip("/") for name in tar.getnames() if name not in (".", "./")]
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

@@ -6,37 +6,20 @@ import errno
 import io
 import os
 import shutil
-import tarfile
 
 import pytest
 
 from drivebay.errors import QuotaNotSupported
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import is_mountpoint
+from drivebay.testing.tars import layer_tar, tar_names
 from drivebay_graphdriver_aufs.mountpaths import kernel_aufs_reason
-
-
-def _layer_tar(files: dict[str, bytes]) -> io.BytesIO:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            if name.endswith("/"):
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            else:
-                info.size, info.mode = len(data), 0o644
-                tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    return buf
 
 
 def _tar_names(driver: GraphDriver, layer_id: str) -> list[str]:
     out = io.BytesIO()
     driver.diff(layer_id, out)
-    out.seek(0)
-    with tarfile.open(fileobj=out) as tar:
-        return tar.getnames()
+    return tar_names(out.getvalue())
 
 
 @pytest.fixture
@@ -44,7 +27,7 @@ def base(aufs: GraphDriver) -> str:
     aufs.create_from_tar(
         "base",
         None,
-        _layer_tar({"etc/": b"", "etc/motd": b"hi\n", "etc/keep": b"k\n", "dir/": b"", "dir/old": b"o\n"}),
+        io.BytesIO(layer_tar({"etc/": None, "etc/motd": b"hi\n", "etc/keep": b"k\n", "dir/": None, "dir/old": b"o\n"})),
     )
     return "base"
 
@@ -103,7 +86,7 @@ def test_directory_from_a_lower_branch_moves_by_copying(aufs: GraphDriver, base:
 
 
 def test_image_layers_mount_read_only(aufs: GraphDriver, base: str) -> None:
-    aufs.create_from_tar("l2", base, _layer_tar({"etc/": b"", "etc/l2": b"2\n"}))
+    aufs.create_from_tar("l2", base, io.BytesIO(layer_tar({"etc/": None, "etc/l2": b"2\n"})))
     with aufs.mounted("l2") as view:
         assert (view / "etc" / "l2").read_text() == "2\n"
         with pytest.raises(OSError):

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -8,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from drivebay.facades.graph import GraphDriver
-from drivebay.fs.loopfs import can_make, scratch_filesystem
 from drivebay.loader import KINDS, load_driver
 from drivebay.state import StateDB
+from drivebay.testing.scratchfs import scratch_filesystem_or_skip
 
 OpenGraph = Callable[..., GraphDriver]
 
@@ -18,12 +17,7 @@ OpenGraph = Callable[..., GraphDriver]
 @pytest.fixture
 def btrfs_root(tmp_path: Path) -> Iterator[Path]:
     """A fresh loop-mounted btrfs, unmounted and deleted afterwards, failures included."""
-    if os.geteuid() != 0:
-        pytest.skip("loop-mounting a btrfs needs root")
-    reason = can_make("btrfs")
-    if reason:
-        pytest.skip(reason)
-    with scratch_filesystem("btrfs", size_mb=512, parent=tmp_path) as mount_point:
+    with scratch_filesystem_or_skip("btrfs", size_mb=512, parent=tmp_path) as mount_point:
         yield mount_point
 
 

@@ -14,20 +14,11 @@ from drivebay.errors import DriverNotSupported, InvalidConfig, LayerHasChildren,
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs import btrfs
 from drivebay.fs.backing import backing_filesystem
-from drivebay.fs.loopfs import can_make, scratch_filesystem
 from drivebay.loader import KINDS, load_driver
 from drivebay.state import StateDB
+from drivebay.testing.scratchfs import scratch_filesystem_or_skip, write_random
 
 OpenGraph = Callable[..., GraphDriver]
-
-
-def _write(path: Path, size: int) -> None:
-    block = os.urandom(1 << 20)
-    with open(path, "wb") as f:
-        for start in range(0, size, len(block)):
-            f.write(block[: min(len(block), size - start)])
-            f.flush()
-            os.fsync(f.fileno())
 
 
 @pytest.fixture
@@ -36,9 +27,7 @@ def non_btrfs_dir(tmp_path: Path) -> Iterator[Path]:
     if backing_filesystem(tmp_path) != "btrfs":
         yield tmp_path / "root"
         return
-    if os.geteuid() != 0 or can_make("ext4"):
-        pytest.skip("tmp_path is on btrfs and no ext4 can be loop-mounted here")
-    with scratch_filesystem("ext4", size_mb=64, parent=tmp_path) as mount_point:
+    with scratch_filesystem_or_skip("ext4", size_mb=64, parent=tmp_path) as mount_point:
         yield mount_point / "root"
 
 
@@ -127,10 +116,10 @@ def test_size_limits_writes_and_is_applied_again_after_a_restart(open_graph: Ope
     assert graph.metadata("limited")["size"] == str(20 << 20)
     assert dict(graph.status())["Quota"] == "enabled"
     with graph.mounted("limited") as root, pytest.raises(OSError) as info:
-        _write(root / "big", 40 << 20)
+        write_random(root / "big", 40 << 20)
     assert info.value.errno == errno.EDQUOT
     with graph.mounted("free") as root:
-        _write(root / "big", 40 << 20)
+        write_random(root / "big", 40 << 20)
 
     # A restart on a filesystem whose qgroups were switched off meanwhile.
     subprocess.run(["btrfs", "quota", "disable", str(btrfs_root)], check=True, capture_output=True)
@@ -140,7 +129,7 @@ def test_size_limits_writes_and_is_applied_again_after_a_restart(open_graph: Ope
     with again.mounted("limited") as root:
         (root / "big").unlink()
         with pytest.raises(OSError) as info:
-            _write(root / "big2", 40 << 20)
+            write_random(root / "big2", 40 << 20)
     assert info.value.errno == errno.EDQUOT
 
 

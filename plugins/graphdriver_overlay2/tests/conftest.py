@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from overlay2_testkit import OpenDriver, opened_drivers, require_root
 
-from drivebay.errors import DriverNotSupported
 from drivebay.facades.graph import GraphDriver
-from drivebay.fs.loopfs import can_make, scratch_filesystem
+from drivebay.testing.scratchfs import scratch_filesystem_or_skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -25,10 +24,7 @@ def backing_root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pat
     if request.param == "ext4":
         yield tmp_path
         return
-    reason = can_make(request.param)
-    if reason:
-        pytest.skip(f"cannot make a scratch {request.param}: {reason}")
-    with scratch_filesystem(request.param, size_mb=512, parent=tmp_path) as mount_point:
+    with scratch_filesystem_or_skip(request.param, size_mb=512, parent=tmp_path) as mount_point:
         yield mount_point
 
 
@@ -59,14 +55,8 @@ def scratch(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     with ExitStack() as stack:
 
         def make(fstype: str, *mkfs_args: str) -> Path:
-            reason = can_make(fstype)
-            if reason:
-                pytest.skip(f"cannot make a scratch {fstype}: {reason}")
-            try:
-                return stack.enter_context(
-                    scratch_filesystem(fstype, size_mb=512, parent=tmp_path, mkfs_args=mkfs_args)
-                )
-            except DriverNotSupported as exc:
-                pytest.skip(str(exc))
+            return stack.enter_context(
+                scratch_filesystem_or_skip(fstype, size_mb=512, parent=tmp_path, mkfs_args=mkfs_args)
+            )
 
         yield make

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,29 +45,6 @@ def opened_drivers(root: Path) -> Iterator[OpenDriver]:
                 driver.state.close()
         finally:
             unmount_all_under(root)
-
-
-def layer_tar(entries: Mapping[str, bytes | None]) -> io.BytesIO:
-    """A layer tar: names ending in ``/`` are directories, ``None`` data an empty file (whiteouts)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in sorted(entries.items()):
-            info = tarfile.TarInfo(name.rstrip("/"))
-            info.mtime = 1_700_000_000
-            if name.endswith("/"):
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            else:
-                content = data or b""
-                info.size, info.mode = len(content), 0o644
-                tar.addfile(info, io.BytesIO(content))
-    buf.seek(0)
-    return buf
-
-
-def tar_names(data: bytes) -> list[str]:
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return tar.getnames()
 
 
 def mount_count(path: Path) -> int:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import pytest
-from overlay2_testkit import OpenDriver, layer_tar
+from overlay2_testkit import OpenDriver
 
 from drivebay.errors import DepthLimitExceeded, MountError
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import is_mountpoint, unmount
+from drivebay.testing.tars import layer_tar
 from drivebay_graphdriver_overlay2.mounting import PAGE_SIZE, KernelOverlay, OverlayStack
 
 MAX = 500
@@ -64,7 +66,7 @@ def test_500_deep_chain_through_the_facade_and_501_refused(open_overlay2: OpenDr
     driver = open_overlay2()
     parent = None
     for level in range(1, MAX + 1):
-        driver.create_from_tar(f"l{level}", parent, layer_tar({f"file{level}": str(level).encode()}))
+        driver.create_from_tar(f"l{level}", parent, io.BytesIO(layer_tar({f"file{level}": str(level).encode()})))
         parent = f"l{level}"
     assert driver.depth(f"l{MAX}") == MAX
     with driver.mounted(f"l{MAX}") as path:

@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from overlay2_testkit import OpenDriver, layer_tar, tar_names
+from overlay2_testkit import OpenDriver
 
 from drivebay import archive
 from drivebay.facades.graph import GraphDriver
 from drivebay.hookspecs.graph import Change, ChangeKind
+from drivebay.testing.tars import layer_tar, tar_names
 from drivebay.testing.treecompare import assert_same_tree
 
 BASE = {
@@ -43,8 +44,8 @@ BASE = {
 @pytest.fixture
 def chain(overlay2: GraphDriver) -> GraphDriver:
     """base (files) <- mid (one more file, so a child's parent view is a real overlay mount)."""
-    overlay2.create_from_tar("base", None, layer_tar(BASE))
-    overlay2.create_from_tar("mid", "base", layer_tar({"etc/": None, "etc/mid": b"mid\n"}))
+    overlay2.create_from_tar("base", None, io.BytesIO(layer_tar(BASE)))
+    overlay2.create_from_tar("mid", "base", io.BytesIO(layer_tar({"etc/": None, "etc/mid": b"mid\n"})))
     return overlay2
 
 
@@ -113,7 +114,7 @@ def test_hook_graph_apply_diff_writes_overlay_whiteouts(changed: GraphDriver) ->
 
 def test_apply_to_a_base_layer_deletes_instead_of_leaving_whiteouts(ext4_overlay2: GraphDriver) -> None:
     ext4_overlay2.create_from_tar(
-        "base", None, layer_tar({"a": b"a", ".wh.gone": None, "d/": None, "d/.wh..wh..opq": None})
+        "base", None, io.BytesIO(layer_tar({"a": b"a", ".wh.gone": None, "d/": None, "d/.wh..wh..opq": None}))
     )
     upper = ext4_overlay2.home / "base" / "diff"
     assert sorted(os.listdir(upper)) == ["a", "d"]
@@ -282,7 +283,7 @@ def test_redirect_dir_in_the_kernel_selects_naive_diff(open_overlay2: OpenDriver
     finally:
         parameter.write_text(before)
     assert dict(driver.status())["Native Overlay Diff"] == "false (the kernel's overlay has redirect_dir on)"
-    driver.create_from_tar("base", None, layer_tar(BASE))
+    driver.create_from_tar("base", None, io.BytesIO(layer_tar(BASE)))
     driver.create_rw("c1", "base")
     assert driver.loaded.hook.graph_diff(layer_id="c1", parent="base", out=io.BytesIO()) is None
     assert driver.loaded.hook.graph_changes(layer_id="c1", parent="base") is None

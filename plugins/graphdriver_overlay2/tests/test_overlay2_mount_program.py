@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from overlay2_testkit import layer_tar, mount_count, opened_drivers, require_root
+from overlay2_testkit import mount_count, opened_drivers, require_root
 
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import is_mountpoint, mounts_under
+from drivebay.testing.tars import layer_tar
 
 FUSE_TYPE = "fuse.fuse-overlayfs"
 
@@ -27,7 +29,7 @@ def fuse_overlay2(tmp_path: Path) -> Iterator[GraphDriver]:
     with opened_drivers(tmp_path) as open_driver:
         driver = open_driver({"mount_program": "fuse-overlayfs"})
         driver.create_from_tar(
-            "base", None, layer_tar({"etc/": None, "etc/motd": b"hi\n", "data/": None, "data/old": b"o\n"})
+            "base", None, io.BytesIO(layer_tar({"etc/": None, "etc/motd": b"hi\n", "data/": None, "data/old": b"o\n"}))
         )
         yield driver
 
@@ -56,7 +58,11 @@ def test_applied_whiteouts_are_honoured_by_fuse_and_the_layer_is_read_only(fuse_
     fuse_overlay2.create_from_tar(
         "image",
         "base",
-        layer_tar({"etc/": None, "etc/.wh.motd": None, "data/": None, "data/.wh..wh..opq": None, "data/fresh": b"f\n"}),
+        io.BytesIO(
+            layer_tar(
+                {"etc/": None, "etc/.wh.motd": None, "data/": None, "data/.wh..wh..opq": None, "data/fresh": b"f\n"}
+            )
+        ),
     )
     with fuse_overlay2.mounted("image") as path:
         assert [e.fstype for e in mounts_under(path)] == [FUSE_TYPE]

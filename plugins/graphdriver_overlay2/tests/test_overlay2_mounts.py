@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
-from overlay2_testkit import OpenDriver, layer_tar, mount_count, require_root
+from overlay2_testkit import OpenDriver, mount_count, require_root
 
 from drivebay.errors import DriverNotSupported, InvalidConfig, LayerNotFound, QuotaNotSupported
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import is_mountpoint, mount, mounts_under, unmount
 from drivebay.loader import KINDS, load_driver
+from drivebay.testing.tars import layer_tar
 from drivebay_graphdriver_overlay2.layout import SHORT_ID_LENGTH
 
 
 def _base(driver: GraphDriver, layer_id: str = "base") -> str:
-    driver.create_from_tar(layer_id, None, layer_tar({"etc/": None, "etc/motd": b"hello\n", "bin/": None}))
+    driver.create_from_tar(layer_id, None, io.BytesIO(layer_tar({"etc/": None, "etc/motd": b"hello\n", "bin/": None})))
     return layer_id
 
 
@@ -100,7 +102,7 @@ def test_hook_graph_create_rw_layer_writes_into_its_upper_dir(overlay2: GraphDri
 
 def test_read_only_layers_are_mounted_read_only(overlay2: GraphDriver) -> None:
     _base(overlay2)
-    overlay2.create_from_tar("image", "base", layer_tar({"etc/new": b"n\n"}))
+    overlay2.create_from_tar("image", "base", io.BytesIO(layer_tar({"etc/new": b"n\n"})))
     path = overlay2.get("image")
     try:
         assert (path / "etc" / "new").read_bytes() == b"n\n"
@@ -187,7 +189,7 @@ def test_hook_graph_metadata_names_the_overlay_dirs(overlay2: GraphDriver) -> No
 
 def test_hook_graph_mounts_describes_mounts_that_work(overlay2: GraphDriver, tmp_path: Path) -> None:
     _base(overlay2)
-    overlay2.create_from_tar("image", "base", layer_tar({"etc/new": b"n\n"}))
+    overlay2.create_from_tar("image", "base", io.BytesIO(layer_tar({"etc/new": b"n\n"})))
     overlay2.create_rw("c1", "image")
     home = overlay2.home
     (base_mount,) = overlay2.mounts("base")

@@ -3,37 +3,31 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from overlay2_testkit import OpenDriver, layer_tar, opened_drivers, require_root
+from overlay2_testkit import OpenDriver, opened_drivers, require_root
 
 from drivebay.errors import MountError
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs import btrfs
 from drivebay.fs.mounts import unmount
+from drivebay.testing.scratchfs import write_random
+from drivebay.testing.tars import layer_tar
 
 MIB = 1 << 20
-
-
-def _write(path: Path, size: int) -> None:
-    chunk = os.urandom(MIB)
-    with open(path, "wb") as f:
-        for _ in range(size // MIB):
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _assert_limited(driver: GraphDriver, layer_id: str) -> None:
     """A 10M limit lets 5M in and stops a 20M write with EDQUOT or ENOSPC."""
     with driver.mounted(layer_id) as root:
-        _write(root / "small", 5 * MIB)
+        write_random(root / "small", 5 * MIB)
         with pytest.raises(OSError) as caught:
-            _write(root / "big", 20 * MIB)
+            write_random(root / "big", 20 * MIB)
         assert caught.value.errno in (errno.EDQUOT, errno.ENOSPC), caught.value
 
 
@@ -47,7 +41,7 @@ def btrfs_overlay2(scratch: Callable[..., Path]) -> Iterator[OpenDriver]:
 def test_size_on_btrfs_is_a_qgroup_limited_subvolume(btrfs_overlay2: OpenDriver) -> None:
     driver = btrfs_overlay2()
     assert dict(driver.status())["Quota"] == "btrfs qgroups (layer directory as subvolume)"
-    driver.create_from_tar("base", None, layer_tar({"etc/": None, "etc/motd": b"hi\n"}))
+    driver.create_from_tar("base", None, io.BytesIO(layer_tar({"etc/": None, "etc/motd": b"hi\n"})))
     driver.create_rw("c1", "base", {"size": "10M"})
     layer_dir = driver.home / "c1"
     assert btrfs.is_subvolume(layer_dir), "the layer directory should be a subvolume"
@@ -70,7 +64,7 @@ def test_size_on_btrfs_is_a_qgroup_limited_subvolume(btrfs_overlay2: OpenDriver)
 
 def test_default_size_option_limits_read_write_layers(btrfs_overlay2: OpenDriver) -> None:
     driver = btrfs_overlay2({"size": "10M"})
-    driver.create_from_tar("base", None, layer_tar({"a": b"a"}))
+    driver.create_from_tar("base", None, io.BytesIO(layer_tar({"a": b"a"})))
     assert not btrfs.is_subvolume(driver.home / "base"), "image layers take no default limit, as in moby"
     driver.create_rw("c1", "base")
     _assert_limited(driver, "c1")

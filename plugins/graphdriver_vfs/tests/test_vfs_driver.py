@@ -8,15 +8,15 @@ import io
 import os
 import stat
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
-from vfs_testkit import OpenVfs, layer_tar
+from vfs_testkit import OpenVfs
 
 from drivebay.errors import InvalidConfig, LayerInUse, QuotaNotSupported
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs import btrfs
+from drivebay.testing.tars import layer_tar, tar_names
 from drivebay.testing.treecompare import assert_same_tree
 
 MIB = 1024 * 1024
@@ -61,7 +61,7 @@ def test_hook_graph_create_child_copies_parent_exactly(vfs: GraphDriver) -> None
 
 
 def test_hook_graph_create_rw_is_a_writable_copy(vfs: GraphDriver) -> None:
-    vfs.create_from_tar("image", None, layer_tar({"etc/": None, "etc/os-release": b"ID=test\n"}))
+    vfs.create_from_tar("image", None, io.BytesIO(layer_tar({"etc/": None, "etc/os-release": b"ID=test\n"})))
     vfs.create_rw("container", "image")
     with vfs.mounted("container") as view:
         (view / "etc" / "os-release").write_text("ID=changed\n")
@@ -93,42 +93,41 @@ def test_hook_graph_remove_refused_while_mounted_then_deletes_the_directory(vfs:
     assert not vfs.exists("base")
 
 
-def tar_names(data: bytes) -> list[str]:
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return tar.getnames()
-
-
 def test_hook_graph_apply_diff_round_trip_with_deletions(vfs: GraphDriver) -> None:
     parent_size = vfs.create_from_tar(
         "parent",
         None,
-        layer_tar(
-            {
-                "keep": b"keep\n",
-                "gone": b"gone\n",
-                "dir/": None,
-                "dir/a": b"a\n",
-                "dir/sub/": None,
-                "dir/sub/b": b"b\n",
-                "opaque/": None,
-                "opaque/old": b"old\n",
-                "link": "keep",
-            }
+        io.BytesIO(
+            layer_tar(
+                {
+                    "keep": b"keep\n",
+                    "gone": b"gone\n",
+                    "dir/": None,
+                    "dir/a": b"a\n",
+                    "dir/sub/": None,
+                    "dir/sub/b": b"b\n",
+                    "opaque/": None,
+                    "opaque/old": b"old\n",
+                    "link": "keep",
+                }
+            )
         ),
     )
     assert parent_size == len(b"keep\ngone\na\nb\nold\n")
     size = vfs.create_from_tar(
         "child",
         "parent",
-        layer_tar(
-            {
-                ".wh.gone": None,
-                ".wh.dir": None,
-                "opaque/": None,
-                "opaque/.wh..wh..opq": None,
-                "opaque/new": b"new\n",
-                "added": b"added\n",
-            }
+        io.BytesIO(
+            layer_tar(
+                {
+                    ".wh.gone": None,
+                    ".wh.dir": None,
+                    "opaque/": None,
+                    "opaque/.wh..wh..opq": None,
+                    "opaque/new": b"new\n",
+                    "added": b"added\n",
+                }
+            )
         ),
     )
     assert size == len(b"new\nadded\n")
@@ -159,7 +158,7 @@ def test_hook_graph_apply_diff_round_trip_with_deletions(vfs: GraphDriver) -> No
 
 
 def test_hook_graph_diff_size_and_changes_against_nothing(vfs: GraphDriver) -> None:
-    vfs.create_from_tar("base", None, layer_tar({"a": b"12345", "d/": None, "d/b": b"678"}))
+    vfs.create_from_tar("base", None, io.BytesIO(layer_tar({"a": b"12345", "d/": None, "d/b": b"678"})))
     assert vfs.diff_size("base", parent=None) == 8
     assert [str(c) for c in vfs.changes("base", parent=None)] == ["A /a", "A /d", "A /d/b"]
 
@@ -211,7 +210,7 @@ def test_a_child_of_a_200mb_layer_shares_extents_on_btrfs(open_vfs: OpenVfs) -> 
 
 def test_size_limit_on_btrfs_is_a_qgroup(open_vfs: OpenVfs) -> None:
     driver = open_vfs("btrfs")
-    driver.create_from_tar("base", None, layer_tar({"hello": b"hello\n"}))
+    driver.create_from_tar("base", None, io.BytesIO(layer_tar({"hello": b"hello\n"})))
     driver.create_rw("limited", "base", {"size": "20M"})
     facts = driver.metadata("limited")
     assert facts["SizeLimit"] == str(20 * MIB)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
+from drivebay.testing.tars import tar_names
 from drivebay.testing.treecompare import assert_same_tree, snapshot_tree
 from drivebay_conformance.harness import VIEW_IGNORE, DriverCase
-from drivebay_conformance.trees import base_layer, file, tar_names
+from drivebay_conformance.trees import base_layer, file
 
 
 def test_an_empty_layer_shows_an_empty_tree_and_no_changes(driver_case: DriverCase) -> None:

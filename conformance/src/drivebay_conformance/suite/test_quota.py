@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from drivebay.errors import QuotaNotSupported
 from drivebay.fs.backing import backing_filesystem
 from drivebay.fs.loopfs import can_make
+from drivebay.testing.scratchfs import write_random
 from drivebay_conformance.harness import DriverCase, driver_capabilities
 from drivebay_conformance.trees import base_layer
 
 LIMIT = 50 << 20
-
-
-def _write_random(path: Path, size: int) -> None:
-    block = os.urandom(1 << 20)
-    with open(path, "wb") as f:
-        for start in range(0, size, len(block)):
-            f.write(block[: min(len(block), size - start)])
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def test_a_size_limit_stops_writes_past_it(graph_driver_name: str, driver_case_on: Callable[[str], DriverCase]) -> None:
@@ -60,9 +50,9 @@ def _check_limit(case: DriverCase, fs: str) -> None:
     graph.create_rw("unlimited", "base")
     where = f"{case.chain('limited')} on {fs} with size=50M"
     with graph.mounted("limited") as view:
-        _write_random(view / "smallfile", LIMIT // 2)
+        write_random(view / "smallfile", LIMIT // 2)
         try:
-            _write_random(view / "bigfile", LIMIT)
+            write_random(view / "bigfile", LIMIT)
         except OSError as exc:
             assert exc.errno in (errno.EDQUOT, errno.ENOSPC), (
                 f"{where}: writing past the limit failed with {exc!r}, not EDQUOT or ENOSPC"
@@ -71,7 +61,7 @@ def _check_limit(case: DriverCase, fs: str) -> None:
             pytest.fail(f"{where}: writing 75 MiB in all succeeded; the limit is not enforced")
         assert (view / "smallfile").stat().st_size == LIMIT // 2
     with graph.mounted("unlimited") as view:
-        _write_random(view / "bigfile", LIMIT + LIMIT // 2)
+        write_random(view / "bigfile", LIMIT + LIMIT // 2)
 
 
 def test_a_size_limit_where_it_cannot_be_enforced_is_refused(driver_case: DriverCase) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from drivebay.testing.tars import tar_names
 from drivebay_conformance.harness import DriverCase, require_capability
 from drivebay_conformance.scenarios import EDITS, UNTOUCHED, Edit
 from drivebay_conformance.trees import (
@@ -13,7 +14,6 @@ from drivebay_conformance.trees import (
     directory,
     file,
     opaque,
-    tar_names,
     whiteout,
 )
 

@@ -20,6 +20,7 @@ from drivebay.errors import DriverNotSupported, InvalidConfig, LayerNotFound, Qu
 from drivebay.fs.backing import backing_filesystem
 from drivebay.fs.mounts import is_mountpoint, unmount, unmount_all_under
 from drivebay.hookspecs.graph import Change, GraphCapabilities, Mount
+from drivebay.lateinit import SetByInit
 from drivebay_graphdriver_aufs.layout import AufsLayout
 from drivebay_graphdriver_aufs.mountpaths import KernelAufs, MountPath, choose_mount_path
 from drivebay_graphdriver_aufs.whiteouts import normalise_branch
@@ -34,21 +35,8 @@ UNSUPPORTED_BACKING = {"aufs", "fuse", "overlay"}
 class AufsDriver:
     """Layers as aufs branches; see the module docstring."""
 
-    def __init__(self) -> None:
-        self._layout: AufsLayout | None = None
-        self._mount_path: MountPath | None = None
-
-    @property
-    def layout(self) -> AufsLayout:
-        if self._layout is None:
-            raise RuntimeError("aufs driver used before graph_init")
-        return self._layout
-
-    @property
-    def mount_path(self) -> MountPath:
-        if self._mount_path is None:
-            raise RuntimeError("aufs driver used before graph_init")
-        return self._mount_path
+    layout = SetByInit[AufsLayout]("graph_init")
+    mount_path = SetByInit[MountPath]("graph_init")
 
     @hookimpl
     def graph_capabilities(self) -> GraphCapabilities:
@@ -75,8 +63,8 @@ class AufsDriver:
             )
         chosen = choose_mount_path()
         assert not isinstance(chosen, str)
-        self._mount_path = chosen
-        self._layout = AufsLayout(home)
+        self.mount_path = chosen
+        self.layout = AufsLayout(home)
         self.layout.make_dirs()
         for layer_id in self.layout.dirty_layers():
             self._settle(layer_id)

@@ -26,6 +26,7 @@ from drivebay.errors import DriverNotSupported, InvalidConfig, LayerNotFound
 from drivebay.fs import btrfs
 from drivebay.fs.backing import backing_filesystem
 from drivebay.hookspecs.graph import Change, GraphCapabilities
+from drivebay.lateinit import SetByInit
 from drivebay.units import parse_size_option
 from drivebay_graphdriver_btrfs.changes import snapshot_changes
 
@@ -40,16 +41,11 @@ DIFF_METHOD = "btrfs generation numbers (native)"
 class BtrfsDriver:
     """Layers as btrfs subvolumes; see the module docstring."""
 
+    home = SetByInit[Path]("graph_init")
+
     def __init__(self) -> None:
-        self._home: Path | None = None
         self.min_space = 0
         self.default_size: int | None = None
-
-    @property
-    def home(self) -> Path:
-        if self._home is None:
-            raise RuntimeError("btrfs driver used before graph_init")
-        return self._home
 
     def subvolume(self, layer_id: str) -> Path:
         return self.home / "subvolumes" / layer_id
@@ -97,7 +93,7 @@ class BtrfsDriver:
                 self.min_space = parse_size_option(value, f"storage driver 'btrfs' option {key}")
             else:
                 self.default_size = parse_size_option(value, f"storage driver 'btrfs' option {key}")
-        self._home = home
+        self.home = home
         (home / "subvolumes").mkdir(exist_ok=True)
         (home / "quotas").mkdir(exist_ok=True)
         if self.default_size is not None:

@@ -24,6 +24,7 @@ from drivebay.errors import DriverNotSupported, InvalidConfig, MountError
 from drivebay.fs.backing import backing_filesystem
 from drivebay.fs.mounts import unmount_all_under
 from drivebay.hookspecs.graph import Change, GraphCapabilities, Mount
+from drivebay.lateinit import SetByInit
 from drivebay.units import parse_size_option
 from drivebay_graphdriver_overlay2.layout import Overlay2Layout
 from drivebay_graphdriver_overlay2.mounting import (
@@ -68,26 +69,15 @@ def _driver_options(options: Mapping[str, str]) -> dict[str, str]:
 class Overlay2Driver:
     """Layers as overlayfs upper directories; see the module docstring."""
 
+    layout = SetByInit[Overlay2Layout]("graph_init")
+    mounter = SetByInit[OverlayMounter]("graph_init")
+
     def __init__(self) -> None:
-        self._layout: Overlay2Layout | None = None
-        self._mounter: OverlayMounter | None = None
         self.default_size: int | None = None
         self.mount_program: str | None = None
         self.userxattr = False
         self.native_blocker: str | None = None
         self._quota: LayerQuota | None = None
-
-    @property
-    def layout(self) -> Overlay2Layout:
-        if self._layout is None:
-            raise RuntimeError("overlay2 driver used before graph_init")
-        return self._layout
-
-    @property
-    def mounter(self) -> OverlayMounter:
-        if self._mounter is None:
-            raise RuntimeError("overlay2 driver used before graph_init")
-        return self._mounter
 
     @hookimpl
     def graph_capabilities(self) -> GraphCapabilities:
@@ -116,15 +106,15 @@ class Overlay2Driver:
                     NAME, f"mount_program {self.mount_program} is not installed", "install it (fuse-overlayfs)"
                 )
             self.mount_program = program
-            self._mounter = ProgramOverlay(program)
+            self.mounter = ProgramOverlay(program)
         else:
             reason = probe_reason(home)
             if reason is not None:
                 raise DriverNotSupported(NAME, reason, "set root to another filesystem, or choose vfs")
             self.userxattr = os.geteuid() != 0
-            self._mounter = KernelOverlay(userxattr=self.userxattr)
+            self.mounter = KernelOverlay(userxattr=self.userxattr)
         self.native_blocker = native_diff_blocker(self.mount_program, self.userxattr)
-        self._layout = Overlay2Layout(home)
+        self.layout = Overlay2Layout(home)
         self.layout.make_dirs()
 
     # -- lifecycle --------------------------------------------------------

@@ -27,6 +27,7 @@ from drivebay.fs.backing import backing_filesystem
 from drivebay.fs.copytree import copy_method, copy_tree
 from drivebay.fs.mounts import unmount_all_under
 from drivebay.hookspecs.graph import GraphCapabilities
+from drivebay.lateinit import SetByInit
 from drivebay.units import parse_size_option
 
 NAME = "vfs"
@@ -46,16 +47,11 @@ def _check_options(options: Mapping[str, str], where: str) -> None:
 class VfsDriver:
     """Layers as full directory copies; see the module docstring."""
 
+    home = SetByInit[Path]("graph_init")
+
     def __init__(self) -> None:
-        self._home: Path | None = None
         self.on_btrfs = False
         self.default_size: int | None = None
-
-    @property
-    def home(self) -> Path:
-        if self._home is None:
-            raise RuntimeError("vfs driver used before graph_init")
-        return self._home
 
     def layer_dir(self, layer_id: str) -> Path:
         return self.home / "dir" / layer_id
@@ -82,7 +78,7 @@ class VfsDriver:
     @hookimpl
     def graph_init(self, home: Path, options: Mapping[str, str]) -> None:
         _check_options(options, "driver")
-        self._home = home
+        self.home = home
         (home / "dir").mkdir(mode=0o700, exist_ok=True)
         self.on_btrfs = btrfs.is_btrfs(home)
         if "size" in options:

@@ -31,6 +31,7 @@ from drivebay.hookspecs.network import (
     Network,
     NetworkCapabilities,
 )
+from drivebay.lateinit import SetByInit
 from drivebay.state import StateDB
 from drivebay_netdriver_bridge.firewall import Firewall, endpoint_tag, network_rules, network_tag, port_rules
 from drivebay_netdriver_bridge.ipam import Ipam
@@ -126,9 +127,10 @@ def _delete_link(ipr: IPRoute, ifname: str) -> bool:
 class BridgeDriver:
     """Linux bridge networks, veth endpoints, host-local style IPAM and nftables NAT."""
 
+    ipam = SetByInit[Ipam]("net_init")
+
     def __init__(self) -> None:
         self._ipr: IPRoute | None = None
-        self._ipam: Ipam | None = None
         self._firewall: Firewall | None = None
         self.scope = ""
 
@@ -138,12 +140,6 @@ class BridgeDriver:
         if self._ipr is None:
             self._ipr = IPRoute()
         return self._ipr
-
-    @property
-    def ipam(self) -> Ipam:
-        if self._ipam is None:
-            raise RuntimeError("the bridge driver is used before net_init")
-        return self._ipam
 
     @property
     def firewall(self) -> Firewall:
@@ -169,7 +165,7 @@ class BridgeDriver:
     def net_init(self, home: Path, state: StateDB, options: Mapping[str, str]) -> None:
         if options:
             raise InvalidConfig(f"network driver 'bridge' takes no driver-wide options (got {', '.join(options)})")
-        self._ipam = Ipam(state)
+        self.ipam = Ipam(state)
         # Several roots may share one namespace; the scope marks this root's nft rules.
         self.scope = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
 

@@ -1,0 +1,48 @@
+"""Scratch filesystems for tests, and filling them up.
+
+:func:`scratch_filesystem_or_skip` is :func:`drivebay.fs.loopfs.scratch_filesystem`
+for a test: where this host cannot make the filesystem (not root, no mkfs, no
+kernel support) the test is skipped with that reason instead of failing.
+:func:`write_random` fills a file the way quota tests need, so that a limit is
+hit during the writes rather than hidden in the page cache.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from drivebay.fs.loopfs import can_make, scratch_filesystem
+
+_BLOCK = 1 << 20
+
+
+@contextmanager
+def scratch_filesystem_or_skip(
+    fstype: str, size_mb: int = 512, parent: Path | None = None, mkfs_args: tuple[str, ...] = ()
+) -> Iterator[Path]:
+    """Yield the mount point of a fresh loop-mounted ``fstype`` (or tmpfs); skip the test if none can be made."""
+    if os.geteuid() != 0:
+        pytest.skip(f"mounting a scratch {fstype} needs root")
+    reason = can_make(fstype)
+    if reason:
+        pytest.skip(f"cannot make a scratch {fstype}: {reason}")
+    with scratch_filesystem(fstype, size_mb=size_mb, parent=parent, mkfs_args=mkfs_args) as mount_point:
+        yield mount_point
+
+
+def write_random(path: Path, size: int) -> None:
+    """Write ``size`` incompressible bytes to ``path``, syncing each MiB so a quota stops the write itself.
+
+    Raises the ``OSError`` (``EDQUOT``, ``ENOSPC``) of the first write or sync the filesystem refuses.
+    """
+    block = os.urandom(_BLOCK)
+    with open(path, "wb") as f:
+        for start in range(0, size, _BLOCK):
+            f.write(block[: min(_BLOCK, size - start)])
+            f.flush()
+            os.fsync(f.fileno())
