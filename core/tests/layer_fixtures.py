@@ -113,6 +113,17 @@ def opened_stores(root: Path, driver: str = "vfs") -> Iterator[Stores]:
         graph.state.close()
 
 
+EMPTY_STORE: dict[str, list[str]] = {
+    "layers": [],
+    "images": [],
+    "containers": [],
+    "graph": [],
+    "layerdb": [],
+    "tmp": [],
+}
+"""What :func:`store_snapshot` shows of a store that holds nothing."""
+
+
 def store_snapshot(root: Path, stores: Stores) -> dict[str, object]:
     """What a user could see of the store: layers, images, containers, graph layers, files."""
     return {

@@ -11,6 +11,7 @@ import pytest
 from layer_fixtures import (
     BASIC_DIFF_IDS,
     BASIC_TAG,
+    EMPTY_STORE,
     INIT_ARTIFACTS,
     fixture,
     needs_root,
@@ -125,14 +126,7 @@ def test_diff_commit_export_and_rm(tmp_path: Path, driver: str) -> None:
         stores.containers.remove("c2")
         stores.images.remove("example/committed:1")
         stores.images.remove(BASIC_TAG)
-        assert store_snapshot(root, stores) == {
-            "layers": [],
-            "images": [],
-            "containers": [],
-            "graph": [],
-            "layerdb": [],
-            "tmp": [],
-        }
+        assert store_snapshot(root, stores) == EMPTY_STORE
     with opened_stores(tmp_path / "fresh") as stores:
         loaded = load_archive(saved, stores.images, LoadProgress())
         assert loaded[0].image.id == committed.id

@@ -12,7 +12,9 @@ from layer_fixtures import (
     BASIC_DIFF_IDS,
     BASIC_IMAGE_ID,
     BASIC_TAG,
+    EMPTY_STORE,
     WHITEOUT_LAYER,
+    Entry,
     ImageSpec,
     archive_members,
     fixture,
@@ -26,7 +28,7 @@ from layer_fixtures import (
     write_oci_archive,
 )
 
-from drivebay.errors import DigestMismatch, InvalidArchive
+from drivebay.errors import DigestMismatch, InvalidArchive, UnsafeArchive
 from drivebay.layers.progress import LoadProgress
 from drivebay.layers.store import chain_ids
 from drivebay.layers.transfer import load_archive, save_images
@@ -129,14 +131,7 @@ def test_archive_with_two_images_shares_their_base_layer(tmp_path: Path) -> None
         stores.images.remove("example/b:1")
         assert [layer.diff_id for layer in stores.layers.layers()] == [sha256(base)]
         stores.images.remove("example/a:1")
-        assert store_snapshot(tmp_path / "root", stores) == {
-            "layers": [],
-            "images": [],
-            "containers": [],
-            "graph": [],
-            "layerdb": [],
-            "tmp": [],
-        }
+        assert store_snapshot(tmp_path / "root", stores) == EMPTY_STORE
 
 
 def _corrupt_layer_archive(path: Path) -> Path:
@@ -155,14 +150,7 @@ def test_diff_id_mismatch_names_the_layer_and_registers_nothing(tmp_path: Path) 
     with opened_stores(root) as stores:
         with pytest.raises(DigestMismatch, match=r"layer 2 .*layer\.tar.*diff ID"):
             load_archive(archive, stores.images, LoadProgress())
-        assert store_snapshot(root, stores) == {
-            "layers": [],
-            "images": [],
-            "containers": [],
-            "graph": [],
-            "layerdb": [],
-            "tmp": [],
-        }
+        assert store_snapshot(root, stores) == EMPTY_STORE
 
 
 def test_oci_blob_digest_mismatch_is_refused(tmp_path: Path) -> None:
@@ -192,3 +180,23 @@ def test_a_gzip_compressed_docker_save_loads(tmp_path: Path) -> None:
         loaded = load_archive(packed, stores.images, LoadProgress())
         assert loaded[0].image.diff_ids == BASIC_DIFF_IDS
         assert list((tmp_path / "root" / "layerdb" / "tmp").iterdir()) == []
+
+
+def test_a_bad_tag_in_the_archive_is_refused_before_any_layer_is_stored(tmp_path: Path) -> None:
+    archive = write_docker_archive(tmp_path / "bad-tag.tar", [ImageSpec(["Not A Tag"], [layer_tar(BASE_LAYER)])])
+    with opened_stores(tmp_path / "root") as stores:
+        with pytest.raises(InvalidArchive, match="invalid image reference 'Not A Tag'"):
+            load_archive(archive, stores.images, LoadProgress())
+        assert store_snapshot(tmp_path / "root", stores) == EMPTY_STORE
+
+
+def test_a_hostile_layer_is_refused_and_the_layers_below_it_are_not_kept(tmp_path: Path) -> None:
+    hostile = layer_tar([Entry("../escaped", data=b"x")])
+    archive = write_docker_archive(
+        tmp_path / "hostile.tar", [ImageSpec(["example/h:1"], [layer_tar(BASE_LAYER), hostile])]
+    )
+    with opened_stores(tmp_path / "root") as stores:
+        with pytest.raises(UnsafeArchive):
+            load_archive(archive, stores.images, LoadProgress())
+        assert store_snapshot(tmp_path / "root", stores) == EMPTY_STORE
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "root" / "escaped").exists()

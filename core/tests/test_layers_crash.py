@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from layer_fixtures import (
     BASE_LAYER,
+    EMPTY_STORE,
     WHITEOUT_LAYER,
     Entry,
     ImageSpec,
@@ -106,14 +107,7 @@ def test_load_killed_at_any_point_leaves_a_consistent_store(
     killed = run_cli(root, driver, "image", "load", "-q", "-i", archive, env={ENV: point}, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     with opened_stores(root, driver) as stores:
-        assert store_snapshot(root, stores) == {
-            "layers": [],
-            "images": [],
-            "containers": [],
-            "graph": [],
-            "layerdb": [],
-            "tmp": [],
-        }, f"after a kill at {point}"
+        assert store_snapshot(root, stores) == EMPTY_STORE, f"after a kill at {point}"
         assert _driver_ids(root / driver) == set(), f"driver directories left after a kill at {point}"
     loaded = run_cli(root, driver, "image", "load", "-q", "-i", archive)
     assert loaded.stdout == "Loaded image: example/crash:1\n"

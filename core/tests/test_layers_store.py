@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from layer_fixtures import (
     BASE_LAYER,
+    EMPTY_STORE,
     WHITEOUT_LAYER,
     Entry,
     layer_tar,
@@ -24,8 +25,6 @@ from drivebay.layers.images import normalize_ref
 from drivebay.layers.initlayer import INIT_PATHS, populate_init_layer
 from drivebay.layers.store import TempTar, chain_id, chain_ids, digest_hex
 from drivebay.layers.transfer import import_rootfs
-
-EMPTY: dict[str, list[str]] = {"layers": [], "images": [], "containers": [], "graph": [], "layerdb": [], "tmp": []}
 
 
 def test_chain_ids_follow_docker_and_oci() -> None:
@@ -82,7 +81,7 @@ def test_import_shares_identical_layers_and_rm_removes_them_with_the_last_image(
             stores.images.resolve("example/one")
         lines = stores.images.remove(second.id[7:19])
         assert lines == ["Untagged: example/two:2", f"Deleted: {second.id}", f"Deleted: {first.diff_ids[0]}"]
-        assert store_snapshot(root, stores) == EMPTY
+        assert store_snapshot(root, stores) == EMPTY_STORE
 
 
 @needs_root
@@ -102,7 +101,7 @@ def test_removing_an_image_removes_layers_down_the_chain_but_not_shared_ones(tmp
         assert {layer.chain_id for layer in layers.layers()} == {base.chain_id, other.chain_id}
         assert tall.top_chain == top.chain_id and side.top_chain == other.chain_id
         stores.images.remove("example/side:1")
-        assert store_snapshot(root, stores) == EMPTY
+        assert store_snapshot(root, stores) == EMPTY_STORE
 
 
 def _config(diff_ids: list[str]) -> bytes:
