@@ -37,7 +37,10 @@ class StateDB:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            # In WAL mode NORMAL is still atomic and consistent across a crash of any process;
+            # only a power cut can roll back the last commits, and then all tables roll back
+            # together. FULL would fsync on every mount refcount change, the hot path of get/put.
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
             self._local.depth = 0

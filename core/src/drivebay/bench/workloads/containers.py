@@ -12,7 +12,8 @@ from drivebay.bench.measure import run_quiet
 from drivebay.bench.workloads import BenchEnv, Workload
 from drivebay.bench.workloads.layers import CountingSink
 from drivebay.fs.backing import backing_filesystem
-from drivebay.fs.mounts import MS_BIND, MS_RDONLY, MS_REC, mount, unmount
+from drivebay.fs.mounts import unmount
+from drivebay.fs.mountspec import mount_described
 
 
 class _Chain(Workload):
@@ -87,20 +88,14 @@ class MountContainer(_Chain):
         env.driver.get(self.container)
 
     def after_timed(self, env: BenchEnv, reference: bool) -> None:
-        if not reference:
+        if reference:
+            unmount(self.target)
+        else:
             env.driver.put(self.container)
 
     def run_reference(self, env: BenchEnv) -> None:
         for spec in self.spec:
-            options = [o for o in spec.options if o not in ("rbind", "bind", "ro", "rw")]
-            if spec.type == "bind":
-                flags = MS_BIND | MS_REC | (MS_RDONLY if "ro" in spec.options else 0)
-                mount(spec.source, self.target, None, flags)
-            elif spec.type.startswith("fuse"):
-                run_quiet("fuse-overlayfs", "-o", ",".join(options), str(self.target))
-            else:
-                mount(spec.source, self.target, spec.type, 0, ",".join(options))
-            unmount(self.target)
+            mount_described(spec, self.target)
 
     def teardown(self, env: BenchEnv) -> None:
         super().teardown(env)
