@@ -175,7 +175,7 @@ def test_size_is_refused_where_it_cannot_be_enforced(vfs: GraphDriver, open_vfs:
 
 
 def test_unknown_and_bad_options(vfs: GraphDriver, open_vfs: OpenVfs) -> None:
-    with pytest.raises(InvalidConfig, match="no per-layer option colour"):
+    with pytest.raises(InvalidConfig, match="no per-layer option 'colour'"):
         vfs.create("x", None, {"colour": "blue"})
     with pytest.raises(InvalidConfig, match="no driver option mountopt"):
         open_vfs(options={"mountopt": "nodev"})

@@ -10,8 +10,9 @@ import argparse
 import ipaddress
 from pathlib import Path
 
+from drivebay.cli.arguments import key_value
 from drivebay.cli.context import CliContext
-from drivebay.cli.image import print_table
+from drivebay.cli.output import print_table
 from drivebay.errors import NetworkNotFound
 from drivebay.hookspecs.network import PortMapping
 
@@ -30,13 +31,6 @@ def _subnet(text: str) -> ipaddress.IPv4Network:
         raise argparse.ArgumentTypeError(f"'{text}' is not an IPv4 subnet in CIDR form (10.1.0.0/24)") from exc
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"option '{text}' is not KEY=VALUE")
-    return key, value
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "network",
@@ -52,7 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument(
         "-o",
         "--opt",
-        type=_key_value,
+        type=key_value("com.docker.network.bridge.name=br-web"),
         action="append",
         default=[],
         metavar="K=V",

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from drivebay.cli.arguments import key_value
 from drivebay.cli.context import CliContext
-from drivebay.cli.image import print_table
+from drivebay.cli.output import print_table
 from drivebay.facades.volume import VolumeView
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"volume option '{text}' is not KEY=VALUE (for example type=tmpfs)")
-    return key, value
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,7 +16,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     create = volumes.add_parser("create", help="create a volume", description="Create a volume.")
     create.add_argument("name", metavar="NAME")
-    create.add_argument("-o", "--opt", type=_key_value, action="append", default=[], metavar="K=V",
+    create.add_argument("-o", "--opt", type=key_value("type=tmpfs"), action="append", default=[], metavar="K=V",
                         help="driver option: type, device, o (repeatable, Docker's names)")
     create.set_defaults(func=cmd_create)
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from drivebay.errors import DriverNotSupported, InvalidConfig, UsageError
 from drivebay.hookspecs.log import LogCapabilities, LogEntry, LogInfo, LogMessage, LogStats, ReadConfig
 from drivebay.loader import KINDS, LoadedDriver, load_driver
+from drivebay.names import check_restricted_name
 from drivebay.state import StateDB
 from drivebay.units import parse_size_option
 
@@ -40,9 +41,6 @@ DEFAULT_MAX_BUFFER_SIZE = 1_000_000
 
 MAX_PENDING_LINE = 1 << 20
 """A line longer than this is handed on in parts, so capture memory stays bounded."""
-
-NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
-"""Docker's rule for container (and volume) names."""
 
 
 
@@ -353,11 +351,7 @@ class LogDriver:
         Its ID is ``container_id``, else that of the layer store's container of
         that name, else the name itself.
         """
-        if not NAME_PATTERN.fullmatch(name):
-            raise UsageError(
-                f"invalid container name {name!r}: use letters, digits, '_', '.' and '-', starting with a "
-                "letter or digit, at least 2 characters"
-            )
+        check_restricted_name(name, "container")
         known = None if container_id else self._container(name)
         cid = container_id or (known[0] if known else name)
         image_id = image_id or (known[1] if known else "")

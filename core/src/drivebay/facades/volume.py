@@ -10,7 +10,6 @@ Core keeps, once for every driver:
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from drivebay.errors import (
 )
 from drivebay.hookspecs.volume import Volume, VolumeCapabilities
 from drivebay.loader import KINDS, LoadedDriver, load_driver
+from drivebay.names import check_restricted_name
 from drivebay.state import StateDB
 
 if TYPE_CHECKING:
@@ -42,17 +42,9 @@ CREATE TABLE IF NOT EXISTS volume_users (
 )
 """
 
-NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
-"""Docker's ``RestrictedNamePattern`` for volume names."""
-
-
 def check_volume_name(name: str) -> None:
     """Raise ``UsageError`` unless ``name`` is a valid volume name."""
-    if not NAME_PATTERN.fullmatch(name):
-        raise UsageError(
-            f"invalid volume name {name!r}: use letters, digits, '_', '.' and '-', starting with a letter or digit, "
-            "at least 2 characters"
-        )
+    check_restricted_name(name, "volume")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from drivebay.fs.backing import backing_filesystem
 from drivebay.fs.mounts import is_mountpoint, unmount, unmount_all_under
 from drivebay.hookspecs.graph import Change, GraphCapabilities, Mount
 from drivebay.lateinit import SetByInit
+from drivebay.storageopts import layer_size
 from drivebay_graphdriver_aufs.layout import AufsLayout
 from drivebay_graphdriver_aufs.mountpaths import KernelAufs, MountPath, choose_mount_path
 from drivebay_graphdriver_aufs.whiteouts import normalise_branch
@@ -76,12 +77,10 @@ class AufsDriver:
         self.layout.dirty_marker(layer_id).unlink(missing_ok=True)
 
     def _create(self, layer_id: str, parent: str | None, storage_opts: Mapping[str, str], rw: bool) -> None:
-        if "size" in storage_opts:
+        if layer_size(NAME, layer_id, storage_opts, None) is not None:
             raise QuotaNotSupported(
                 "storage driver 'aufs' cannot limit layer size; use overlay2 or btrfs on a btrfs home for 'size'"
             )
-        if storage_opts:
-            raise InvalidConfig(f"storage driver 'aufs' has no per-layer option {', '.join(sorted(storage_opts))}")
         ancestors = [parent, *self.layout.ancestors(parent)] if parent else []
         self.layout.diff(layer_id).mkdir(mode=0o755)
         self.layout.mnt(layer_id).mkdir(exist_ok=True)

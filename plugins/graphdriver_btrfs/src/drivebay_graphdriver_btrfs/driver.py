@@ -27,6 +27,7 @@ from drivebay.fs import btrfs
 from drivebay.fs.backing import backing_filesystem
 from drivebay.hookspecs.graph import Change, GraphCapabilities
 from drivebay.lateinit import SetByInit
+from drivebay.storageopts import layer_size
 from drivebay.units import parse_size_option
 from drivebay_graphdriver_btrfs.changes import snapshot_changes
 
@@ -34,7 +35,6 @@ NAME = "btrfs"
 # No mounts, so the only depth limit is the registry's; moby sets none either.
 MAX_DEPTH = 1 << 16
 DRIVER_OPTIONS = ("btrfs.min_space", "size")
-LAYER_OPTIONS = ("size",)
 DIFF_METHOD = "btrfs generation numbers (native)"
 
 
@@ -119,20 +119,10 @@ class BtrfsDriver:
 
     # -- layers -----------------------------------------------------------
 
-    def _layer_size(self, storage_opts: Mapping[str, str], rw: bool) -> int | None:
-        for key in storage_opts:
-            if key not in LAYER_OPTIONS:
-                raise InvalidConfig(
-                    f"storage driver 'btrfs' has no per-layer option '{key}' (accepted: {', '.join(LAYER_OPTIONS)})"
-                )
-        if "size" in storage_opts:
-            size = parse_size_option(storage_opts["size"], "storage driver 'btrfs' per-layer option size")
-            self._check_size(size)
-            return size
-        return self.default_size if rw else None
-
     def _create(self, layer_id: str, parent: str | None, storage_opts: Mapping[str, str], rw: bool) -> None:
-        size = self._layer_size(storage_opts, rw)
+        size = layer_size(NAME, layer_id, storage_opts, self.default_size if rw else None)
+        if size is not None:
+            self._check_size(size)
         path = self.subvolume(layer_id)
         if parent is None:
             btrfs.create_subvolume(path)

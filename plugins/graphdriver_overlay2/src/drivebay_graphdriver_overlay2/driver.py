@@ -25,6 +25,7 @@ from drivebay.fs.backing import backing_filesystem
 from drivebay.fs.mounts import unmount_all_under
 from drivebay.hookspecs.graph import Change, GraphCapabilities, Mount
 from drivebay.lateinit import SetByInit
+from drivebay.storageopts import layer_size
 from drivebay.units import parse_size_option
 from drivebay_graphdriver_overlay2.layout import Overlay2Layout
 from drivebay_graphdriver_overlay2.mounting import (
@@ -120,12 +121,7 @@ class Overlay2Driver:
     # -- lifecycle --------------------------------------------------------
 
     def _create(self, layer_id: str, parent: str | None, storage_opts: Mapping[str, str], rw: bool) -> None:
-        unknown = sorted(set(storage_opts) - {"size"})
-        if unknown:
-            raise InvalidConfig(f"storage driver 'overlay2' has no per-layer option {', '.join(unknown)} (only size)")
-        size = self.default_size if rw else None
-        if "size" in storage_opts:
-            size = parse_size_option(storage_opts["size"], f"storage driver 'overlay2' layer '{layer_id}' size")
+        size = layer_size(NAME, layer_id, storage_opts, self.default_size if rw else None)
         if size is not None:
             if self._quota is None:
                 self._quota = require_quota(self.layout.home)

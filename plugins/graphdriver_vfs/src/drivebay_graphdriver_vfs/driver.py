@@ -28,6 +28,7 @@ from drivebay.fs.copytree import copy_method, copy_tree
 from drivebay.fs.mounts import unmount_all_under
 from drivebay.hookspecs.graph import GraphCapabilities
 from drivebay.lateinit import SetByInit
+from drivebay.storageopts import layer_size
 from drivebay.units import parse_size_option
 
 NAME = "vfs"
@@ -36,11 +37,11 @@ MAX_DEPTH = 1000
 OPTIONS = ("size",)
 
 
-def _check_options(options: Mapping[str, str], where: str) -> None:
+def _check_options(options: Mapping[str, str]) -> None:
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise InvalidConfig(
-            f"storage driver 'vfs' has no {where} option {', '.join(unknown)} (accepted: {', '.join(OPTIONS)})"
+            f"storage driver 'vfs' has no driver option {', '.join(unknown)} (accepted: {', '.join(OPTIONS)})"
         )
 
 
@@ -77,7 +78,7 @@ class VfsDriver:
 
     @hookimpl
     def graph_init(self, home: Path, options: Mapping[str, str]) -> None:
-        _check_options(options, "driver")
+        _check_options(options)
         self.home = home
         (home / "dir").mkdir(mode=0o700, exist_ok=True)
         self.on_btrfs = btrfs.is_btrfs(home)
@@ -96,10 +97,8 @@ class VfsDriver:
     # -- layers -----------------------------------------------------------
 
     def _create(self, layer_id: str, parent: str | None, storage_opts: Mapping[str, str]) -> None:
-        _check_options(storage_opts, "per-layer")
-        size = self.default_size
+        size = layer_size(NAME, layer_id, storage_opts, self.default_size)
         if "size" in storage_opts:
-            size = parse_size_option(storage_opts["size"], f"storage driver 'vfs' layer '{layer_id}' size")
             self._require_quota(storage_opts["size"], f"layer '{layer_id}'")
         path = self.layer_dir(layer_id)
         if size is not None:
