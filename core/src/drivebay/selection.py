@@ -15,6 +15,7 @@ from pathlib import Path
 from drivebay.config import Config
 from drivebay.errors import DrivebayError, DriverNotSupported, DriverRootMismatch
 from drivebay.facades.graph import GraphDriver
+from drivebay.fs.backing import kernel_filesystems
 from drivebay.loader import KINDS, DriverKind, InstalledDriver, LoadedDriver, installed_drivers, load_driver
 from drivebay.state import StateDB
 
@@ -65,11 +66,6 @@ def existing_graph_drivers(root: Path) -> list[str]:
     return [name for name in dict.fromkeys(names) if _holds_data(root / name)]
 
 
-def _kernel_has_aufs() -> bool:
-    with open("/proc/filesystems", encoding="ascii") as f:
-        return "aufs" in f.read().split()
-
-
 def choose_graph_driver(config: Config) -> str:
     """The graph driver name for ``config``: explicit, earlier data, or the first supported in :data:`AUTO_ORDER`."""
     root = config.root
@@ -91,7 +87,7 @@ def choose_graph_driver(config: Config) -> str:
         if name not in installed:
             continue
         # As moby: aufs is a default only where the kernel has it, not through a FUSE fallback.
-        if name == "aufs" and not _kernel_has_aufs():
+        if name == "aufs" and "aufs" not in kernel_filesystems():
             tried.append("aufs: the kernel has no aufs")
             continue
         reason = probe(load_driver(kind, name), root)

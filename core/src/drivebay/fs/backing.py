@@ -1,11 +1,11 @@
-"""Facts about the filesystem a directory lives on."""
+"""Facts about the filesystem a directory lives on, and the filesystems this kernel knows."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from drivebay.fs.mounts import mount_table
+from drivebay.fs.mounts import MountEntry, mount_table
 
 # statfs f_type magic numbers, from linux/magic.h.
 FS_MAGIC = {
@@ -22,20 +22,32 @@ FS_MAGIC = {
 }
 
 
-def _existing(path: Path) -> Path:
+def nearest_existing(path: Path) -> Path:
+    """``path`` made absolute, or its nearest parent that exists (a home not made yet lives on its parent's fs)."""
     path = Path(os.path.abspath(path))
     while not path.exists():
         path = path.parent
     return path
 
 
-def backing_filesystem(path: Path) -> str:
-    """The type of the filesystem holding ``path`` (or its nearest existing parent)."""
-    target = Path(os.path.realpath(_existing(path)))
+def mount_holding(path: Path) -> MountEntry | None:
+    """The mount holding ``path`` (or its nearest existing parent): the deepest, and the last of stacked ones."""
+    target = Path(os.path.realpath(nearest_existing(path)))
     best = None
     for entry in mount_table():
         covers = target == entry.mount_point or entry.mount_point in target.parents
         if covers and (best is None or len(entry.mount_point.parts) >= len(best.mount_point.parts)):
             best = entry
-    return best.fstype if best else "unknown"
+    return best
 
+
+def backing_filesystem(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (or its nearest existing parent)."""
+    entry = mount_holding(path)
+    return entry.fstype if entry else "unknown"
+
+
+def kernel_filesystems() -> set[str]:
+    """The filesystem types this kernel supports now (``/proc/filesystems``; a module not yet loaded is absent)."""
+    with open("/proc/filesystems", encoding="ascii") as f:
+        return {line.split()[-1] for line in f if line.strip()}

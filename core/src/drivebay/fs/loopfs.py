@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from drivebay.errors import DriverNotSupported
+from drivebay.fs.backing import kernel_filesystems
 from drivebay.fs.mounts import mount, unmount
 
 MKFS = {
@@ -35,9 +36,8 @@ def can_make(fstype: str) -> str | None:
         return f"{MKFS[fstype][0]} is not installed"
     if shutil.which("losetup") is None:
         return "losetup is not installed"
-    with open("/proc/filesystems", encoding="ascii") as f:
-        if fstype not in f.read().split():
-            return f"the kernel has no {fstype} support"
+    if fstype not in kernel_filesystems():
+        return f"the kernel has no {fstype} support"
     return None
 
 

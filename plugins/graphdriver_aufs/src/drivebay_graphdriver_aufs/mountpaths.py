@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from drivebay.errors import MountError
+from drivebay.fs.backing import kernel_filesystems
 from drivebay.fs.mounts import MS_REMOUNT, mount
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -30,18 +31,13 @@ class MountPath(Protocol):
 
 def kernel_aufs_reason() -> str | None:
     """``None`` when the kernel has aufs (loading the module if needed), else why not."""
-    if _aufs_in_kernel():
+    if "aufs" in kernel_filesystems():
         return None
     if shutil.which("modprobe"):
         subprocess.run(["modprobe", "aufs"], capture_output=True, check=False)
-        if _aufs_in_kernel():
+        if "aufs" in kernel_filesystems():
             return None
     return "the kernel has no aufs module"
-
-
-def _aufs_in_kernel() -> bool:
-    with open("/proc/filesystems", encoding="ascii") as f:
-        return any(line.split()[-1] == "aufs" for line in f if line.strip())
 
 
 def fuse_reason() -> str | None:

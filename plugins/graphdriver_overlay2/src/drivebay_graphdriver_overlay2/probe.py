@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from drivebay.errors import MountError
-from drivebay.fs.backing import backing_filesystem
+from drivebay.fs.backing import backing_filesystem, kernel_filesystems, nearest_existing
 from drivebay.fs.mounts import is_mountpoint, unmount
 from drivebay_graphdriver_overlay2.mounting import KernelOverlay, OverlayStack
 
@@ -62,23 +62,11 @@ def supports_d_type(directory: Path) -> bool:
 
 def overlay_in_kernel() -> bool:
     """Whether the kernel knows overlay, loading the module if it must."""
-
-    def listed() -> bool:
-        with open("/proc/filesystems", encoding="ascii") as f:
-            return any(line.split()[-1] == "overlay" for line in f if line.strip())
-
-    if listed():
+    if "overlay" in kernel_filesystems():
         return True
     if shutil.which("modprobe"):
         subprocess.run(["modprobe", "overlay"], capture_output=True, check=False)
-    return listed()
-
-
-def nearest_existing(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists():
-        path = path.parent
-    return path
+    return "overlay" in kernel_filesystems()
 
 
 def probe_reason(home: Path) -> str | None:

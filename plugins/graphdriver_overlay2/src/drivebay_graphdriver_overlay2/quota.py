@@ -20,8 +20,7 @@ from typing import Protocol
 
 from drivebay.errors import QuotaNotSupported
 from drivebay.fs import btrfs
-from drivebay.fs.backing import backing_filesystem
-from drivebay.fs.mounts import mount_table
+from drivebay.fs.backing import backing_filesystem, mount_holding
 
 FS_IOC_FSGETXATTR = 0x801C581F
 FS_IOC_FSSETXATTR = 0x401C5820
@@ -46,24 +45,15 @@ class LayerQuota(Protocol):
         """Remove ``layer_dir`` if it is quota-backed; return whether it was."""
 
 
-def _mount_of(path: Path) -> tuple[str, str, str]:
-    """``(source, options, super options)`` of the mount holding ``path``."""
-    target = Path(os.path.realpath(path))
-    best = max(
-        (e for e in mount_table() if target == e.mount_point or e.mount_point in target.parents),
-        key=lambda e: len(e.mount_point.parts),
-    )
-    return best.source, best.options, best.super_options
-
-
 def quota_for(home: Path) -> LayerQuota | str:
     """The quota method for layers under ``home``, or why there is none."""
     fstype = backing_filesystem(home)
     if fstype == "btrfs":
         return BtrfsQuota(home)
     if fstype == "xfs":
-        _, options, super_options = _mount_of(home)
-        if {"prjquota", "pquota"} & set(f"{options},{super_options}".split(",")):
+        entry = mount_holding(home)
+        options = f"{entry.options},{entry.super_options}" if entry else ""
+        if {"prjquota", "pquota"} & set(options.split(",")):
             return XfsProjectQuota(home)
         return f"the xfs holding {home} is not mounted with prjquota (needs a kernel with CONFIG_XFS_QUOTA)"
     return f"{home} is on {fstype}; 'size' needs xfs mounted with prjquota, or btrfs"

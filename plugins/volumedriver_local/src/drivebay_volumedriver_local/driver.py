@@ -24,6 +24,7 @@ from pathlib import Path
 import drivebay
 from drivebay.errors import InvalidConfig, MountError, QuotaNotSupported, VolumeExists, VolumeNotFound
 from drivebay.fs import mounts
+from drivebay.fs.backing import kernel_filesystems
 from drivebay.hookspecs.volume import Volume, VolumeCapabilities
 from drivebay.processes import pid_alive
 from drivebay_volumedriver_local import loopdev
@@ -34,11 +35,6 @@ REQUIRED_WITH = {"device": ("type",), "type": ("device",), "o": ("device", "type
 OPTS_FILE = "opts.json"
 DATA_DIR = "_data"
 CREATING_PREFIX = ".creating-"
-
-
-def _kernel_filesystems() -> set[str]:
-    with open("/proc/filesystems", encoding="ascii") as f:
-        return {line.split()[-1] for line in f if line.strip()}
 
 
 def validate_options(options: Mapping[str, str]) -> MountOptions | None:
@@ -67,7 +63,7 @@ def validate_options(options: Mapping[str, str]) -> MountOptions | None:
     elif fstype == "none":
         raise InvalidConfig("volume type 'none' needs -o o=bind (or rbind) and an existing directory as device")
     else:
-        if fstype not in _kernel_filesystems():
+        if fstype not in kernel_filesystems():
             raise InvalidConfig(f"volume type {fstype!r} is not a filesystem this kernel knows (see /proc/filesystems)")
         if parsed.loop and not os.path.isfile(device):
             raise InvalidConfig(f"loop volume device {device!r} is not an image file; create it first")
