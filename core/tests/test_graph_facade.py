@@ -7,7 +7,7 @@ import gzip
 import io
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,11 +21,9 @@ from drivebay.errors import (
     UnsafeArchive,
 )
 from drivebay.facades.graph import GraphDriver
-from drivebay.loader import KINDS, installed_drivers, load_driver
-from drivebay.state import StateDB
+from drivebay.loader import KINDS, installed_drivers
+from drivebay.testing.graphs import OpenGraph, opened_graph_drivers
 from drivebay.testing.tars import layer_tar
-
-OpenGraph = Callable[[], GraphDriver]
 
 
 @pytest.fixture
@@ -35,17 +33,8 @@ def open_graph(tmp_path: Path) -> Iterator[OpenGraph]:
         pytest.skip("layer contents keep owners, which needs root")
     if "vfs" not in {d.name for d in installed_drivers(KINDS["graph"])}:
         pytest.skip("drivebay-graphdriver-vfs is not installed")
-    states: list[StateDB] = []
-
-    def open_driver() -> GraphDriver:
-        states.append(StateDB.for_root(tmp_path))
-        return GraphDriver(load_driver(KINDS["graph"], "vfs"), tmp_path / "vfs", states[-1], {})
-
-    try:
+    with opened_graph_drivers("vfs", tmp_path) as open_driver:
         yield open_driver
-    finally:
-        for state in states:
-            state.close()
 
 
 @pytest.fixture

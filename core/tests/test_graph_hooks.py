@@ -20,17 +20,14 @@ from drivebay.facades.graph import GraphDriver
 from drivebay.hookspecs.graph import GraphCapabilities, Mount
 from drivebay.loader import KINDS, load_driver
 from drivebay.state import StateDB
+from drivebay.testing.graphs import opened_graph_drivers
 from drivebay.testing.tars import layer_tar
 
 
 @pytest.fixture
 def vfs(tmp_path: Path) -> Iterator[GraphDriver]:
-    driver = GraphDriver(load_driver(KINDS["graph"], "vfs"), tmp_path / "vfs", StateDB.for_root(tmp_path), {})
-    try:
-        yield driver
-    finally:
-        driver.cleanup()
-        driver.state.close()
+    with opened_graph_drivers("vfs", tmp_path) as open_graph:
+        yield open_graph()
 
 
 @pytest.fixture

@@ -1,17 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from drivebay.facades.graph import GraphDriver
-from drivebay.loader import KINDS, load_driver
-from drivebay.state import StateDB
+from drivebay.testing.graphs import OpenGraph, opened_graph_drivers
 from drivebay.testing.scratchfs import scratch_filesystem_or_skip
-
-OpenGraph = Callable[..., GraphDriver]
 
 
 @pytest.fixture
@@ -24,13 +20,7 @@ def btrfs_root(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture
 def open_graph(btrfs_root: Path) -> Iterator[OpenGraph]:
     """Open the btrfs driver on ``btrfs_root`` (again, to act as a later process); all closed at the end."""
-    with ExitStack() as stack:
-
-        def opener(options: Mapping[str, str] | None = None) -> GraphDriver:
-            state = StateDB.for_root(btrfs_root)
-            stack.callback(state.close)
-            return GraphDriver(load_driver(KINDS["graph"], "btrfs"), btrfs_root / "btrfs", state, options or {})
-
+    with opened_graph_drivers("btrfs", btrfs_root) as opener:
         yield opener
 
 

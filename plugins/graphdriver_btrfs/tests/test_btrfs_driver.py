@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,9 +16,8 @@ from drivebay.fs import btrfs
 from drivebay.fs.backing import backing_filesystem
 from drivebay.loader import KINDS, load_driver
 from drivebay.state import StateDB
+from drivebay.testing.graphs import OpenGraph
 from drivebay.testing.scratchfs import scratch_filesystem_or_skip, write_random
-
-OpenGraph = Callable[..., GraphDriver]
 
 
 @pytest.fixture

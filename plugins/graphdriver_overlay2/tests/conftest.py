@@ -7,9 +7,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from overlay2_testkit import OpenDriver, opened_drivers, require_root
+from overlay2_testkit import require_root
 
 from drivebay.facades.graph import GraphDriver
+from drivebay.testing.graphs import OpenGraph, opened_graph_drivers
 from drivebay.testing.scratchfs import scratch_filesystem_or_skip
 
 
@@ -29,14 +30,14 @@ def backing_root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pat
 
 
 @pytest.fixture
-def open_overlay2(backing_root: Path) -> Iterator[OpenDriver]:
+def open_overlay2(backing_root: Path) -> Iterator[OpenGraph]:
     """Open overlay2 facades on the parametrised root (ext4 and xfs)."""
-    with opened_drivers(backing_root) as open_driver:
+    with opened_graph_drivers("overlay2", backing_root) as open_driver:
         yield open_driver
 
 
 @pytest.fixture
-def overlay2(open_overlay2: OpenDriver) -> GraphDriver:
+def overlay2(open_overlay2: OpenGraph) -> GraphDriver:
     return open_overlay2()
 
 
@@ -44,7 +45,7 @@ def overlay2(open_overlay2: OpenDriver) -> GraphDriver:
 def ext4_overlay2(tmp_path: Path) -> Iterator[GraphDriver]:
     """One facade on tmp_path only, for tests whose subject is not the backing filesystem."""
     require_root()
-    with opened_drivers(tmp_path) as open_driver:
+    with opened_graph_drivers("overlay2", tmp_path) as open_driver:
         yield open_driver()
 
 

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
-from overlay2_testkit import OpenDriver
 
 from drivebay.errors import DepthLimitExceeded, MountError
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import is_mountpoint, unmount
+from drivebay.testing.graphs import OpenGraph
 from drivebay.testing.tars import layer_tar
 from drivebay_graphdriver_overlay2.mounting import PAGE_SIZE, KernelOverlay, OverlayStack
 
@@ -34,7 +34,7 @@ def _hook_chain(driver: GraphDriver, depth: int, read_only_top: bool = True) -> 
     return parent
 
 
-def test_500_lowers_mount_and_show_the_bottom_layer(open_overlay2: OpenDriver) -> None:
+def test_500_lowers_mount_and_show_the_bottom_layer(open_overlay2: OpenGraph) -> None:
     driver = open_overlay2()
     top = _hook_chain(driver, MAX)
     # A read-only layer stacks its own diff too: 500 lower directories in one overlay.
@@ -49,7 +49,7 @@ def test_500_lowers_mount_and_show_the_bottom_layer(open_overlay2: OpenDriver) -
     assert not is_mountpoint(path)
 
 
-def test_kernel_refusal_past_500_is_a_clear_mount_error(open_overlay2: OpenDriver) -> None:
+def test_kernel_refusal_past_500_is_a_clear_mount_error(open_overlay2: OpenGraph) -> None:
     driver = open_overlay2()
     # Bypassing core's depth check, as a driver-level caller could: the kernel itself refuses.
     top = _hook_chain(driver, MAX + 1)
@@ -62,7 +62,7 @@ def test_kernel_refusal_past_500_is_a_clear_mount_error(open_overlay2: OpenDrive
 
 
 @pytest.mark.slow
-def test_500_deep_chain_through_the_facade_and_501_refused(open_overlay2: OpenDriver) -> None:
+def test_500_deep_chain_through_the_facade_and_501_refused(open_overlay2: OpenGraph) -> None:
     driver = open_overlay2()
     parent = None
     for level in range(1, MAX + 1):
@@ -78,7 +78,7 @@ def test_500_deep_chain_through_the_facade_and_501_refused(open_overlay2: OpenDr
     assert not driver.exists("too-deep")
 
 
-def test_mount_2_fallback_fits_moby_128_with_relative_paths(open_overlay2: OpenDriver) -> None:
+def test_mount_2_fallback_fits_moby_128_with_relative_paths(open_overlay2: OpenGraph) -> None:
     driver = open_overlay2()
     top = _hook_chain(driver, 128, read_only_top=False)
     legacy = KernelOverlay(userxattr=False)
@@ -100,7 +100,7 @@ def test_mount_2_fallback_fits_moby_128_with_relative_paths(open_overlay2: OpenD
         unmount(target)
 
 
-def test_mount_2_fallback_refuses_data_over_a_page(open_overlay2: OpenDriver) -> None:
+def test_mount_2_fallback_refuses_data_over_a_page(open_overlay2: OpenGraph) -> None:
     driver = open_overlay2()
     top = _hook_chain(driver, 200)
     legacy = KernelOverlay(userxattr=False)

@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from overlay2_testkit import OpenDriver
 
 from drivebay import archive
 from drivebay.facades.graph import GraphDriver
 from drivebay.hookspecs.graph import Change, ChangeKind
+from drivebay.testing.graphs import OpenGraph
 from drivebay.testing.tars import layer_tar, tar_names
 from drivebay.testing.treecompare import assert_same_tree
 
@@ -269,7 +269,7 @@ def test_diff_against_another_parent_falls_back_to_naive(changed: GraphDriver) -
     assert Change("/etc/mid", ChangeKind.ADD) in changed.changes("c1", parent="base")
 
 
-def test_redirect_dir_in_the_kernel_selects_naive_diff(open_overlay2: OpenDriver) -> None:
+def test_redirect_dir_in_the_kernel_selects_naive_diff(open_overlay2: OpenGraph) -> None:
     parameter = Path("/sys/module/overlay/parameters/redirect_dir")
     if not parameter.exists():
         pytest.skip("this kernel's overlay has no redirect_dir parameter")

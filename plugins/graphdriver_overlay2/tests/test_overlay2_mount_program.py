@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from overlay2_testkit import mount_count, opened_drivers, require_root
+from overlay2_testkit import mount_count, require_root
 
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import is_mountpoint, mounts_under
+from drivebay.testing.graphs import opened_graph_drivers
 from drivebay.testing.tars import layer_tar
 
 FUSE_TYPE = "fuse.fuse-overlayfs"
@@ -26,7 +27,7 @@ def fuse_overlay2(tmp_path: Path) -> Iterator[GraphDriver]:
         pytest.skip("fuse-overlayfs is not installed (apt-get install fuse-overlayfs)")
     if not os.path.exists("/dev/fuse"):
         pytest.skip("/dev/fuse is missing (load the fuse module)")
-    with opened_drivers(tmp_path) as open_driver:
+    with opened_graph_drivers("overlay2", tmp_path) as open_driver:
         driver = open_driver({"mount_program": "fuse-overlayfs"})
         driver.create_from_tar(
             "base", None, io.BytesIO(layer_tar({"etc/": None, "etc/motd": b"hi\n", "data/": None, "data/old": b"o\n"}))

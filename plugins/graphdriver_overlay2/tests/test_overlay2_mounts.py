@@ -10,12 +10,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from overlay2_testkit import OpenDriver, mount_count, require_root
+from overlay2_testkit import mount_count, require_root
 
 from drivebay.errors import DriverNotSupported, InvalidConfig, LayerNotFound, QuotaNotSupported
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import is_mountpoint, mount, mounts_under, unmount
 from drivebay.loader import KINDS, load_driver
+from drivebay.testing.graphs import OpenGraph
 from drivebay.testing.tars import layer_tar
 from drivebay_graphdriver_overlay2.layout import SHORT_ID_LENGTH
 
@@ -115,7 +116,7 @@ def test_read_only_layers_are_mounted_read_only(overlay2: GraphDriver) -> None:
         overlay2.put("image")
 
 
-def test_existing_mount_is_adopted_by_a_new_process(open_overlay2: OpenDriver) -> None:
+def test_existing_mount_is_adopted_by_a_new_process(open_overlay2: OpenGraph) -> None:
     first = open_overlay2()
     _base(first)
     first.create_rw("c1", "base")

@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from overlay2_testkit import OpenDriver, opened_drivers, require_root
+from overlay2_testkit import require_root
 
 from drivebay.errors import MountError
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs import btrfs
 from drivebay.fs.mounts import unmount
+from drivebay.testing.graphs import OpenGraph, opened_graph_drivers
 from drivebay.testing.scratchfs import write_random
 from drivebay.testing.tars import layer_tar
 
@@ -32,13 +33,13 @@ def _assert_limited(driver: GraphDriver, layer_id: str) -> None:
 
 
 @pytest.fixture
-def btrfs_overlay2(scratch: Callable[..., Path]) -> Iterator[OpenDriver]:
+def btrfs_overlay2(scratch: Callable[..., Path]) -> Iterator[OpenGraph]:
     root = scratch("btrfs")
-    with opened_drivers(root) as open_driver:
+    with opened_graph_drivers("overlay2", root) as open_driver:
         yield open_driver
 
 
-def test_size_on_btrfs_is_a_qgroup_limited_subvolume(btrfs_overlay2: OpenDriver) -> None:
+def test_size_on_btrfs_is_a_qgroup_limited_subvolume(btrfs_overlay2: OpenGraph) -> None:
     driver = btrfs_overlay2()
     assert dict(driver.status())["Quota"] == "btrfs qgroups (layer directory as subvolume)"
     driver.create_from_tar("base", None, io.BytesIO(layer_tar({"etc/": None, "etc/motd": b"hi\n"})))
@@ -62,7 +63,7 @@ def test_size_on_btrfs_is_a_qgroup_limited_subvolume(btrfs_overlay2: OpenDriver)
     assert "c1" not in listed.stdout
 
 
-def test_default_size_option_limits_read_write_layers(btrfs_overlay2: OpenDriver) -> None:
+def test_default_size_option_limits_read_write_layers(btrfs_overlay2: OpenGraph) -> None:
     driver = btrfs_overlay2({"size": "10M"})
     driver.create_from_tar("base", None, io.BytesIO(layer_tar({"a": b"a"})))
     assert not btrfs.is_subvolume(driver.home / "base"), "image layers take no default limit, as in moby"
@@ -84,7 +85,7 @@ def test_size_on_xfs_with_prjquota(tmp_path: Path) -> None:
             + mounted.stderr.decode().splitlines()[0]
         )
     try:
-        with opened_drivers(mount_point) as open_driver:
+        with opened_graph_drivers("overlay2", mount_point) as open_driver:
             driver = open_driver()
             assert dict(driver.status())["Quota"] == "xfs project quota"
             driver.create_rw("c1", None, {"size": "10M"})

@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 from vfs_testkit import OpenVfs
 
-from drivebay.errors import DriverNotSupported
 from drivebay.facades.graph import GraphDriver
-from drivebay.fs.loopfs import scratch_filesystem
-from drivebay.loader import KINDS, load_driver
-from drivebay.state import StateDB
+from drivebay.testing.graphs import opened_graph_drivers
+from drivebay.testing.scratchfs import scratch_filesystem_or_skip
 
 
 @pytest.fixture
@@ -27,13 +25,8 @@ def open_vfs(tmp_path: Path) -> Iterator[OpenVfs]:
         def open_driver(fstype: str | None = None, options: Mapping[str, str] | None = None) -> GraphDriver:
             root = tmp_path / "root"
             if fstype is not None:
-                try:
-                    root = stack.enter_context(scratch_filesystem(fstype, size_mb=512, parent=tmp_path))
-                except DriverNotSupported as exc:
-                    pytest.skip(str(exc))
-            state = StateDB.for_root(root)
-            stack.callback(state.close)
-            return GraphDriver(load_driver(KINDS["graph"], "vfs"), root / "vfs", state, dict(options or {}))
+                root = stack.enter_context(scratch_filesystem_or_skip(fstype, size_mb=512, parent=tmp_path))
+            return stack.enter_context(opened_graph_drivers("vfs", root))(options)
 
         yield open_driver
 
