@@ -6,7 +6,6 @@ import errno
 import io
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import is_mountpoint, mount, mounts_under, unmount
 from drivebay.loader import KINDS, load_driver
 from drivebay.testing.graphs import OpenGraph
+from drivebay.testing.scratchfs import scratch_filesystem_or_skip
 from drivebay.testing.tars import layer_tar
 from drivebay_graphdriver_overlay2.layout import SHORT_ID_LENGTH
 
@@ -245,28 +245,17 @@ def test_hook_graph_probe_refuses_overlay_backing(tmp_path: Path) -> None:
 def test_hook_graph_probe_refuses_xfs_without_d_type(tmp_path: Path) -> None:
     require_root()
     # ftype=0 needs the old v4 format (crc=0); kernels built without CONFIG_XFS_SUPPORT_V4 can't mount it.
-    image = tmp_path / "ftype0.img"
-    with open(image, "wb") as f:
-        f.truncate(512 << 20)
-    made = subprocess.run(["mkfs.xfs", "-q", "-f", "-m", "crc=0", "-n", "ftype=0", str(image)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"mkfs.xfs cannot make ftype=0: {made.stderr.decode().strip().splitlines()[0]}")
-    mount_point = tmp_path / "mnt"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(
-            "this kernel cannot mount xfs v4 (ftype=0; no CONFIG_XFS_SUPPORT_V4?): "
-            + mounted.stderr.decode().splitlines()[0]
-        )
-    try:
+    with scratch_filesystem_or_skip(
+        "xfs",
+        parent=tmp_path,
+        mkfs_args=("-m", "crc=0", "-n", "ftype=0"),
+        refused="mkfs.xfs cannot make, or this kernel cannot mount, xfs v4 (ftype=0; no CONFIG_XFS_SUPPORT_V4?)",
+    ) as mount_point:
         loaded = load_driver(KINDS["graph"], "overlay2")
         reason = loaded.hook.graph_probe(home=mount_point / "overlay2")
         assert reason is not None and "d_type" in reason
         with pytest.raises(DriverNotSupported, match="d_type"):
             loaded.hook.graph_init(home=mount_point / "overlay2", options={})
-    finally:
-        unmount(mount_point)
 
 
 def test_hook_graph_init_refuses_unknown_options_and_size_on_ext4(tmp_path: Path) -> None:

@@ -15,9 +15,8 @@ from overlay2_testkit import require_root
 from drivebay.errors import MountError
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs import btrfs
-from drivebay.fs.mounts import unmount
 from drivebay.testing.graphs import OpenGraph, opened_graph_drivers
-from drivebay.testing.scratchfs import write_random
+from drivebay.testing.scratchfs import scratch_filesystem_or_skip, write_random
 from drivebay.testing.tars import layer_tar
 
 MIB = 1 << 20
@@ -73,22 +72,16 @@ def test_default_size_option_limits_read_write_layers(btrfs_overlay2: OpenGraph)
 
 def test_size_on_xfs_with_prjquota(tmp_path: Path) -> None:
     require_root()
-    image, mount_point = tmp_path / "xfs.img", tmp_path / "mnt"
-    with open(image, "wb") as f:
-        f.truncate(512 * MIB)
-    subprocess.run(["mkfs.xfs", "-q", "-f", str(image)], check=True, capture_output=True)
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-o", "loop,prjquota", str(image), str(mount_point)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(
-            "this kernel cannot mount xfs with prjquota (built without CONFIG_XFS_QUOTA): "
-            + mounted.stderr.decode().splitlines()[0]
-        )
-    try:
-        with opened_graph_drivers("overlay2", mount_point) as open_driver:
-            driver = open_driver()
-            assert dict(driver.status())["Quota"] == "xfs project quota"
-            driver.create_rw("c1", None, {"size": "10M"})
-            _assert_limited(driver, "c1")
-    finally:
-        unmount(mount_point)
+    with (
+        scratch_filesystem_or_skip(
+            "xfs",
+            parent=tmp_path,
+            mount_options=("prjquota",),
+            refused="this kernel cannot mount xfs with prjquota (built without CONFIG_XFS_QUOTA)",
+        ) as mount_point,
+        opened_graph_drivers("overlay2", mount_point) as open_driver,
+    ):
+        driver = open_driver()
+        assert dict(driver.status())["Quota"] == "xfs project quota"
+        driver.create_rw("c1", None, {"size": "10M"})
+        _assert_limited(driver, "c1")

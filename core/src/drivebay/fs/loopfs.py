@@ -43,9 +43,17 @@ def can_make(fstype: str) -> str | None:
 
 @contextmanager
 def scratch_filesystem(
-    fstype: str, size_mb: int = 512, parent: Path | None = None, mkfs_args: tuple[str, ...] = ()
+    fstype: str,
+    size_mb: int = 512,
+    parent: Path | None = None,
+    mkfs_args: tuple[str, ...] = (),
+    mount_options: tuple[str, ...] = (),
 ) -> Iterator[Path]:
-    """Yield the mount point of a fresh ``fstype`` filesystem; remove it all afterwards."""
+    """Yield the mount point of a fresh ``fstype`` filesystem; remove it all afterwards.
+
+    ``mkfs_args`` go to mkfs before the image, ``mount_options`` to ``mount -o`` after ``loop``
+    (for tmpfs, after ``size``). A failing mkfs or mount raises ``subprocess.CalledProcessError``.
+    """
     reason = can_make(fstype)
     if reason:
         raise DriverNotSupported(f"scratch {fstype}", reason)
@@ -54,14 +62,15 @@ def scratch_filesystem(
     mount_point.mkdir()
     try:
         if fstype == "tmpfs":
-            mount("tmpfs", mount_point, "tmpfs", data=f"size={size_mb}m")
+            mount("tmpfs", mount_point, "tmpfs", data=",".join((f"size={size_mb}m", *mount_options)))
         else:
             image = workdir / "image"
             with open(image, "wb") as f:
                 f.truncate(size_mb * 1024 * 1024)
             subprocess.run([*MKFS[fstype], *mkfs_args, str(image)], check=True, capture_output=True)
             # mount(8) sets up the loop device with autoclear, so unmounting detaches it.
-            subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)], check=True, capture_output=True)
+            options = ",".join(("loop", *mount_options))
+            subprocess.run(["mount", "-o", options, str(image), str(mount_point)], check=True, capture_output=True)
         try:
             yield mount_point
         finally:

@@ -10,8 +10,9 @@ hit during the writes rather than hidden in the page cache.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,15 +24,33 @@ _BLOCK = 1 << 20
 
 @contextmanager
 def scratch_filesystem_or_skip(
-    fstype: str, size_mb: int = 512, parent: Path | None = None, mkfs_args: tuple[str, ...] = ()
+    fstype: str,
+    size_mb: int = 512,
+    parent: Path | None = None,
+    mkfs_args: tuple[str, ...] = (),
+    mount_options: tuple[str, ...] = (),
+    refused: str | None = None,
 ) -> Iterator[Path]:
-    """Yield the mount point of a fresh loop-mounted ``fstype`` (or tmpfs); skip the test if none can be made."""
+    """Yield the mount point of a fresh loop-mounted ``fstype`` (or tmpfs); skip the test if none can be made.
+
+    With ``refused`` (what the host lacks, in words), a mkfs or mount that fails on the
+    ``mkfs_args`` or ``mount_options`` asked for skips the test too, instead of failing it.
+    """
     if os.geteuid() != 0:
         pytest.skip(f"mounting a scratch {fstype} needs root")
     reason = can_make(fstype)
     if reason:
         pytest.skip(f"cannot make a scratch {fstype}: {reason}")
-    with scratch_filesystem(fstype, size_mb=size_mb, parent=parent, mkfs_args=mkfs_args) as mount_point:
+    with ExitStack() as stack:
+        try:
+            mount_point = stack.enter_context(
+                scratch_filesystem(fstype, size_mb, parent, mkfs_args=mkfs_args, mount_options=mount_options)
+            )
+        except subprocess.CalledProcessError as exc:
+            if refused is None:
+                raise
+            said = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+            pytest.skip(f"{refused}: {said[0] if said else f'exit {exc.returncode}'}")
         yield mount_point
 
 
