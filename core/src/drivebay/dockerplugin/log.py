@@ -13,7 +13,8 @@ line Docker split (``partial_log_metadata``) reach the driver as partial
 messages, so it stores them as one line, as Docker's own json-file does.
 dockerd calls StopLogging before it closes its end, so the reader finishes at
 end of file, not at StopLogging; ReadLogs waits for such a reader to finish
-before it reads, so ``docker logs`` right after a container exits sees every
+before it reads (and drivebay's own client, which closes first, asks
+StopLogging to wait with ``Drain``), so ``docker logs`` right after a container exits sees every
 line. ReadLogs sends each whole line with its newline, because dockerd
 writes the lines a plugin returns to ``docker logs`` exactly as they come.
 """
@@ -188,12 +189,16 @@ class LogEndpoints:
                 reader.done.set()
 
     def stop_logging(self, request: PluginRequest) -> dict[str, Any]:
-        fifo = str(request.json().get("File") or "")
+        body = request.json()
+        fifo = str(body.get("File") or "")
         with self._lock:
             reader = self._readers.get(fifo)
         if reader is None:
             return {}
         reader.stopping = True
+        if body.get("Drain"):
+            # drivebay's client closed its end first and waits until everything is stored.
+            reader.done.wait(DRAIN_WAIT_SECONDS)
         if reader.failure is not None:
             raise PluginError(f"the log of {reader.info.container_id[:12]} failed: {reader.failure}")
         return {}

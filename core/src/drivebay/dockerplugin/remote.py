@@ -371,10 +371,11 @@ class RemoteLogDriver(_Remote):
         with self._lock:
             del self._logs[container_id]
         try:
-            log.stream.flush()
-            self._call("StopLogging", {"File": str(log.fifo)})
-        finally:
             log.stream.close()
+            # Unlike dockerd, close first and ask the plugin to drain: when this returns, the log is stored.
+            # "Drain" is drivebay's; other plugins ignore it.
+            self._call("StopLogging", {"File": str(log.fifo), "Drain": True})
+        finally:
             log.fifo.unlink()
             log.fifo.parent.rmdir()
         return LogStats(written=log.written)
