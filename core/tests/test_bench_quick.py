@@ -49,8 +49,8 @@ def test_quick_bench_json_has_every_combination_with_positive_ratios(tmp_path: P
     assert ok, "no supported combination ran"
     for r in ok:
         assert r["ratio"] > 0
-        assert r["driver"]["median_s"] > 0 and r["reference_timing"]["median_s"] > 0
-        assert r["driver"]["min_s"] <= r["driver"]["median_s"] <= r["driver"]["max_s"]
+        assert r["driver_timing"]["median_s"] > 0 and r["reference_timing"]["median_s"] > 0
+        assert r["driver_timing"]["min_s"] <= r["driver_timing"]["median_s"] <= r["driver_timing"]["max_s"]
         assert r["disk"]["du_bytes"] >= 0
     for r in document["results"]:
         assert r["status"] in ("ok", "n/a"), f"{r['workload']} on {r['driver']}/{r['fs']}: {r.get('reason')}"

@@ -69,7 +69,7 @@ class Result:
             out["reason"] = self.reason
             return out
         out.update(
-            driver=self.driver_series.summary(),
+            driver_timing=self.driver_series.summary(),
             reference_timing=self.reference_series.summary(),
             ratio=self.ratio,
             repeats=len(self.driver_series.timings),
