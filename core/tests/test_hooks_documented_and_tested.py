@@ -7,6 +7,7 @@ A hook counts as tested when some test in the repository is named
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 from pathlib import Path
 
@@ -24,14 +25,15 @@ def _hooks(kind: str) -> list[str]:
     return [name for name, fn in inspect.getmembers(spec, inspect.isfunction) if hasattr(fn, f"{PROJECT}_spec")]
 
 
-def _test_names() -> set[str]:
+@functools.cache
+def _test_names() -> frozenset[str]:
     names: set[str] = set()
     for directory in TEST_DIRS:
         for path in directory.rglob("test_*.py"):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_hook_"):
                     names.add(node.name)
-    return names
+    return frozenset(names)
 
 
 ALL_HOOKS = [(kind, hook) for kind in KINDS for hook in _hooks(kind)]
