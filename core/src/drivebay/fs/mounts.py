@@ -9,6 +9,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,3 +99,22 @@ def unmount_all_under(prefix: Path) -> None:
     """Unmount every mount below ``prefix``, deepest first."""
     for entry in mounts_under(prefix):
         unmount(entry.mount_point)
+
+
+@contextmanager
+def mounted_on_temporary_dir(
+    parent: Path, prefix: str, mount_on: Callable[[Path], None], unmount_from: Callable[[Path], None] = unmount
+) -> Iterator[Path]:
+    """Mount with ``mount_on`` on a fresh directory under ``parent`` for the block; undo both after, failures included.
+
+    For private views (a diff's parent layers, say) that must stay apart from refcounted mounts.
+    """
+    target = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        mount_on(target)
+        try:
+            yield target
+        finally:
+            unmount_from(target)
+    finally:
+        target.rmdir()

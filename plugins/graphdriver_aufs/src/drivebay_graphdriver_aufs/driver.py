@@ -8,7 +8,6 @@ proportional to the change.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from drivebay import archive, hookimpl
 from drivebay.archive import WhiteoutFormat
 from drivebay.errors import DriverNotSupported, InvalidConfig, LayerNotFound, QuotaNotSupported
 from drivebay.fs.backing import backing_filesystem
-from drivebay.fs.mounts import is_mountpoint, unmount, unmount_all_under
+from drivebay.fs.mounts import is_mountpoint, mounted_on_temporary_dir, unmount, unmount_all_under
 from drivebay.hookspecs.graph import Change, GraphCapabilities, Mount
 from drivebay.lateinit import SetByInit
 from drivebay.storageopts import layer_size
@@ -188,16 +187,13 @@ class AufsDriver:
         if not self.layout.ancestors(parent):
             yield self.layout.diff(parent)
             return
-        target = Path(tempfile.mkdtemp(prefix="view-", dir=self.layout.home / "mnt"))
-        try:
-            branches = [self.layout.diff(parent)] + [self.layout.diff(a) for a in self.layout.ancestors(parent)]
+        branches = [self.layout.diff(parent)] + [self.layout.diff(a) for a in self.layout.ancestors(parent)]
+
+        def mount_view(target: Path) -> None:
             self.mount_path.mount(None, branches, self.layout.work(parent), target)
-            try:
-                yield target
-            finally:
-                unmount(target)
-        finally:
-            target.rmdir()
+
+        with mounted_on_temporary_dir(self.layout.home / "mnt", "view-", mount_view) as target:
+            yield target
 
     def _native_changes(self, layer_id: str, parent: str | None) -> list[Change]:
         self._settle_if_unmounted(layer_id)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +21,7 @@ from drivebay import archive, hookimpl
 from drivebay.archive import WhiteoutFormat
 from drivebay.errors import DriverNotSupported, InvalidConfig, MountError
 from drivebay.fs.backing import backing_filesystem
-from drivebay.fs.mounts import unmount_all_under
+from drivebay.fs.mounts import mounted_on_temporary_dir, unmount_all_under
 from drivebay.hookspecs.graph import Change, GraphCapabilities, Mount
 from drivebay.lateinit import SetByInit
 from drivebay.storageopts import layer_size
@@ -258,15 +257,14 @@ class Overlay2Driver:
         if len(lowers) == 1:
             yield self.layout.diff(self.layout.layer_of_link(lowers[0]))
             return
-        target = Path(tempfile.mkdtemp(prefix="parent-view-", dir=self.layout.dir(layer_id)))
-        try:
-            self.mounter.mount(OverlayStack(self.layout.home, lowers), target)
-            try:
-                yield target
-            finally:
-                self.mounter.unmount(target)
-        finally:
-            target.rmdir()
+        stack = OverlayStack(self.layout.home, lowers)
+        with mounted_on_temporary_dir(
+            self.layout.dir(layer_id),
+            "parent-view-",
+            lambda target: self.mounter.mount(stack, target),
+            self.mounter.unmount,
+        ) as target:
+            yield target
 
     def _native_changes(self, layer_id: str) -> list[Change]:
         with self._parent_view(layer_id) as parent_root:
