@@ -67,9 +67,6 @@ class LayerRecord:
 OWN_PARENT = "<own parent>"
 """Sentinel for diff-like calls: compare against the layer's own parent."""
 
-# layers/containers.py and layers/store.py still import this private name; drop it once they use processes.pid_alive.
-_pid_alive = pid_alive
-
 
 class GraphDriver:
     """A loaded, initialised graph driver with core's registry, refcounts and fallbacks."""
