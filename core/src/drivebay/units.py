@@ -20,6 +20,8 @@ _DECIMAL = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4, "p": 100
 _BINARY = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 # go-units splits at the last digit, dot or space and hands the number to strconv.ParseFloat,
 # so "1.", ".5" and "1e3" are sizes; a unit letter may carry "b" or "ib", and "b" alone is bytes.
+_BINARY_EXAMPLE = "10G or 512M (binary units: 1M is 1,048,576 bytes)"
+_DECIMAL_EXAMPLE = "10m or 512k (decimal units: 10m is 10,000,000 bytes)"
 _SIZE = re.compile(r"^((?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?) ?(?:([kmgtp])(?:i?b)?|b)?$", re.IGNORECASE)
 
 
@@ -43,11 +45,7 @@ def parse_size_option(value: str, option: str, *, binary: bool = True) -> int:
     try:
         size = parse_byte_size(value, binary=binary)
     except ValueError as exc:
-        example = (
-            "10G or 512M (binary units: 1M is 1,048,576 bytes)"
-            if binary
-            else ("10m or 512k (decimal units: 10m is 10,000,000 bytes)")
-        )
+        example = _BINARY_EXAMPLE if binary else _DECIMAL_EXAMPLE
         raise InvalidConfig(f"{option}={value!r} is not a size; write it like {example}") from exc
     if size <= 0:
         raise InvalidConfig(f"{option}={value!r} must be a positive number of bytes")
