@@ -18,10 +18,10 @@ from drivebay.errors import InvalidConfig
 
 _DECIMAL = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4, "p": 1000**5}
 _BINARY = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-# go-units splits at the last digit, dot or space and hands the number to strconv.ParseFloat,
-# so "1.", ".5" and "1e3" are sizes; a unit letter may carry "b" or "ib", and "b" alone is bytes.
 _BINARY_EXAMPLE = "10G or 512M (binary units: 1M is 1,048,576 bytes)"
 _DECIMAL_EXAMPLE = "10m or 512k (decimal units: 10m is 10,000,000 bytes)"
+# go-units splits at the last digit, dot or space and hands the number to strconv.ParseFloat,
+# so "1.", ".5" and "1e3" are sizes; a unit letter may carry "b" or "ib", and "b" alone is bytes.
 _SIZE = re.compile(r"^((?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?) ?(?:([kmgtp])(?:i?b)?|b)?$", re.IGNORECASE)
 
 
