@@ -15,9 +15,8 @@ configures its address itself, so the driver is asked to create the endpoint
 with the server's own namespace as the sandbox: its interface then waits in
 the host namespace, found by the MAC the driver reports, and Join hands its
 name to Docker; ``net_join`` and ``net_leave``, which would configure the
-sandbox themselves, are not called. Networks and endpoints live as long as
-the server: libnetwork keeps the records and creates them again after a
-restart.
+sandbox themselves, are not called. The server keeps networks and endpoints
+in memory, so they live as long as it does: restart it only with dockerd.
 """
 
 from __future__ import annotations
