@@ -376,6 +376,10 @@ class GraphDriver:
         parent = self._resolve_parent(layer_id, parent)
         if self._hook.graph_diff(layer_id=layer_id, parent=parent, out=out):
             return
+        self.naive_diff(layer_id, parent, out)
+
+    def naive_diff(self, layer_id: str, parent: str | None, out: BinaryIO) -> None:
+        """The layer tar from comparing the mounted trees: the fallback, and the yardstick for native diffs."""
         with self._views(layer_id, parent) as (root, parent_root):
             archive.write_changes_tar(out, root, archive.naive_changes(root, parent_root))
 

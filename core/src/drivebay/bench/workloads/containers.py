@@ -178,3 +178,28 @@ class DiffAfterChanges(Workload):
         super().teardown(env)
         shutil.rmtree(self.out)
         shutil.rmtree(self.changed_tree)
+
+
+class NativeDiffVsNaive(DiffAfterChanges):
+    name = "diff-vs-naive"
+    description = "diff a container after changing 1,000 files on a 50,000-file image"
+    reference = "core's naive diff (tree comparison) of the same layer"
+
+    def run_reference(self, env: BenchEnv) -> None:
+        sink = CountingSink(self.out / "naive.tar")
+        try:
+            env.driver.naive_diff(self.container, self.base, sink)  # type: ignore[arg-type]
+        finally:
+            sink.close()
+
+
+class NativeChangesVsNaive(DiffAfterChanges):
+    name = "changes-vs-naive"
+    description = "list the changes of a container after changing 1,000 files on a 50,000-file image"
+    reference = "core's naive changes (tree comparison) of the same layer"
+
+    def run(self, env: BenchEnv) -> None:
+        env.driver.changes(self.container)
+
+    def run_reference(self, env: BenchEnv) -> None:
+        env.driver.naive_changes(self.container, self.base)
