@@ -11,7 +11,7 @@ from test_archive_support import Member, build_tar, needs_root
 
 from drivebay.archive import WhiteoutFormat, apply_layer_tar
 from drivebay.archive.tarformat import Header, encode_header
-from drivebay.errors import InvalidArchive, UnsafeArchive
+from drivebay.errors import ArchiveIOError, InvalidArchive, UnsafeArchive
 from drivebay.testing.treecompare import snapshot_tree
 
 
@@ -125,11 +125,12 @@ def test_truncated_tar_is_invalid(layout: tuple[Path, Path]) -> None:
         apply_layer_tar(io.BytesIO(data[:2048]), root, WhiteoutFormat.DELETE)
 
 
-def test_nul_in_a_pax_path_is_invalid(layout: tuple[Path, Path]) -> None:
+def test_nul_in_a_pax_path_ends_the_name_inside_the_root(layout: tuple[Path, Path]) -> None:
+    # libarchive (like bsdtar) reads a PAX path up to its first NUL; what is left is checked like any name.
     root, _ = layout
     data = encode_header(Header(name="a\x00b" + "c" * 120, type=b"0")) + bytes(1024)
-    with pytest.raises(InvalidArchive, match="NUL"):
-        apply_layer_tar(io.BytesIO(data), root, WhiteoutFormat.DELETE)
+    apply_layer_tar(io.BytesIO(data), root, WhiteoutFormat.DELETE)
+    assert os.listdir(root) == ["a"]
 
 
 @needs_root
@@ -138,3 +139,37 @@ def test_driver_xattrs_in_a_tar_are_not_applied(layout: tuple[Path, Path]) -> No
     hdr = Header(name="f", type=b"0", xattrs={"trusted.overlay.redirect": b"/etc", "user.kept": b"yes"})
     apply_layer_tar(io.BytesIO(encode_header(hdr) + bytes(1024)), root, WhiteoutFormat.OVERLAY)
     assert os.listxattr(root / "f") == ["user.kept"]
+
+
+def test_symlink_to_a_directory_in_the_way_is_replaced_not_followed(layout: tuple[Path, Path]) -> None:
+    root, outside = layout
+    os.symlink(outside, root / "f")
+    os.symlink(outside, root / "d")
+    apply_layer_tar(
+        io.BytesIO(build_tar(Member("f", data=b"new"), Member("d", kind="dir"), Member("d/x", data=b"in"))),
+        root,
+        WhiteoutFormat.DELETE,
+    )
+    assert (root / "f").read_bytes() == b"new" and not (root / "f").is_symlink()
+    assert (root / "d" / "x").read_bytes() == b"in" and not (root / "d").is_symlink()
+    assert sorted(os.listdir(outside)) == ["sentinel"]
+
+
+def test_apply_leaves_the_callers_directory_and_umask_alone(layout: tuple[Path, Path]) -> None:
+    # The apply thread changes its own working directory and reads its umask by setting it.
+    root, _ = layout
+    cwd, umask = os.getcwd(), os.umask(0o027)
+    try:
+        apply_layer_tar(
+            io.BytesIO(build_tar(Member("d/", kind="dir"), Member("d/f", data=b"x"))), root, WhiteoutFormat.DELETE
+        )
+        assert os.getcwd() == cwd
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(umask)
+
+
+def test_a_write_the_disk_refuses_is_an_archive_io_error(layout: tuple[Path, Path]) -> None:
+    root, _ = layout
+    with pytest.raises(ArchiveIOError, match=r"'n{300}'.*too long"):
+        apply_layer_tar(io.BytesIO(build_tar(Member("n" * 300, data=b"x"))), root, WhiteoutFormat.DELETE)
