@@ -11,9 +11,9 @@ import pytest
 from json_log_fixtures import T0, make_driver
 
 from drivebay.errors import InvalidConfig, UsageError
-from drivebay.facades.log import format_timestamp, parse_timestamp
 from drivebay.fs.loopfs import scratch_filesystem
 from drivebay.hookspecs.log import LogMessage, ReadConfig
+from drivebay.timestamps import format_timestamp, parse_timestamp
 from drivebay.units import parse_byte_size
 
 

@@ -14,8 +14,9 @@ from typing import BinaryIO
 
 from drivebay.cli.context import CliContext
 from drivebay.errors import UsageError
-from drivebay.facades.log import capture_command, format_timestamp, parse_timestamp
+from drivebay.facades.log import capture_command
 from drivebay.hookspecs.log import ReadConfig
+from drivebay.timestamps import format_timestamp, parse_timestamp
 
 CAPTURE = "capture"
 

@@ -32,8 +32,9 @@ from typing import Any, BinaryIO
 from drivebay.dockerplugin.logentry import WireLogEntry, read_frame, write_frame
 from drivebay.dockerplugin.server import Endpoint, PluginRequest, Streamed
 from drivebay.errors import PluginError, UsageError
-from drivebay.facades.log import LogDriver, LogWriter, parse_timestamp
+from drivebay.facades.log import LogDriver, LogWriter
 from drivebay.hookspecs.log import LogInfo, LogMessage, ReadConfig
+from drivebay.timestamps import parse_timestamp
 
 LOG = logging.getLogger("drivebay.dockerplugin")
 

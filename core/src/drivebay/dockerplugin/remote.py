@@ -26,7 +26,6 @@ from urllib.parse import urlencode
 from drivebay.dockerplugin.client import PluginClient
 from drivebay.dockerplugin.logentry import PartialMetadata, WireLogEntry, read_frame, write_frame
 from drivebay.errors import DriverNotFound, LogNotFound, NetworkNotFound, PluginError, UsageError
-from drivebay.facades.log import format_timestamp, parse_timestamp
 from drivebay.hookspecs import hookimpl
 from drivebay.hookspecs.graph import Change, ChangeKind, GraphCapabilities
 from drivebay.hookspecs.log import LogCapabilities, LogEntry, LogInfo, LogMessage, LogStats, ReadConfig
@@ -40,6 +39,7 @@ from drivebay.hookspecs.network import (
 )
 from drivebay.hookspecs.volume import Volume, VolumeCapabilities
 from drivebay.state import StateDB
+from drivebay.timestamps import format_timestamp, parse_timestamp
 
 DEFAULT_MAX_DEPTH = 128
 """The depth assumed for a graph plugin that does not say (moby overlay2's limit)."""

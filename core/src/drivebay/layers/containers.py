@@ -23,11 +23,13 @@ from drivebay.errors import ContainerExists, ContainerNotFound, LayerInUse, Usag
 from drivebay.facades.graph import GraphDriver
 from drivebay.hookspecs.graph import Change
 from drivebay.layers.crashpoints import crash_point
-from drivebay.layers.images import Image, ImageStore, format_created, normalize_ref
+from drivebay.layers.images import Image, ImageStore, normalize_ref
 from drivebay.layers.initlayer import INIT_PATHS, populate_init_layer
+from drivebay.layers.schema import SCHEMA
 from drivebay.layers.store import LayerStore, TempTar
 from drivebay.processes import pid_alive
 from drivebay.state import StateDB
+from drivebay.timestamps import format_timestamp
 
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
 
@@ -61,6 +63,35 @@ class _HashingWriter:
         self.out.flush()
 
 
+def _rows(state: StateDB, where: str, params: tuple[object, ...]) -> list[Container]:
+    rows = state.query(f"SELECT * FROM layerstore_containers WHERE state='ready' AND {where}", params)
+    return [
+        Container(
+            id=str(r["id"]),
+            name=str(r["name"]),
+            image_id=str(r["image_id"]),
+            init_layer=str(r["init_layer"]),
+            rw_layer=str(r["rw_layer"]),
+            created=float(r["created"]),
+        )
+        for r in rows
+    ]
+
+
+def lookup_container(state: StateDB, ref: str) -> Container | None:
+    """The container named ``ref``, or whose ID is or starts with ``ref``, without opening a graph driver.
+
+    Other components (the log facade) find a container's ID and image through here.
+    """
+    state.ensure_schema(SCHEMA)
+    found = _rows(state, "name=?", (ref,)) or _rows(state, "id=?", (ref,))
+    if not found and re.fullmatch(r"[0-9a-f]{4,63}", ref):
+        found = _rows(state, "id >= ? AND id < ?", (ref, ref + "g"))
+        if len(found) > 1:
+            raise UsageError(f"container ID prefix '{ref}' is ambiguous; give more digits or the name")
+    return found[0] if found else None
+
+
 class ContainerStore:
     """Containers of one root."""
 
@@ -73,33 +104,15 @@ class ContainerStore:
 
     # -- reading --------------------------------------------------------------
 
-    def _rows(self, where: str, params: tuple[object, ...]) -> list[Container]:
-        rows = self.state.query(f"SELECT * FROM layerstore_containers WHERE state='ready' AND {where}", params)
-        return [
-            Container(
-                id=str(r["id"]),
-                name=str(r["name"]),
-                image_id=str(r["image_id"]),
-                init_layer=str(r["init_layer"]),
-                rw_layer=str(r["rw_layer"]),
-                created=float(r["created"]),
-            )
-            for r in rows
-        ]
-
     def containers(self) -> list[Container]:
-        return sorted(self._rows("1", ()), key=lambda c: (c.created, c.name))
+        return sorted(_rows(self.state, "1", ()), key=lambda c: (c.created, c.name))
 
     def get(self, ref: str) -> Container:
         """The container named ``ref``, or whose ID is or starts with ``ref``."""
-        found = self._rows("name=?", (ref,)) or self._rows("id=?", (ref,))
-        if not found and re.fullmatch(r"[0-9a-f]{4,63}", ref):
-            found = self._rows("id >= ? AND id < ?", (ref, ref + "g"))
-            if len(found) > 1:
-                raise UsageError(f"container ID prefix '{ref}' is ambiguous; give more digits or the name")
-        if not found:
+        found = lookup_container(self.state, ref)
+        if found is None:
             raise ContainerNotFound(f"no container named '{ref}'; see 'drivebay container ls'")
-        return found[0]
+        return found
 
     def mount_count(self, container: Container) -> int:
         return self.graph.refcount(container.rw_layer)
@@ -214,7 +227,7 @@ class ContainerStore:
             crash_point("commit:diffed")
             layer = self.layers.add_tar(lease, tar, base.top_chain)
             config = base.parsed
-            created = format_created(time.time_ns())
+            created = format_timestamp(time.time_ns())
             config["created"] = created
             config["container"] = container.id
             config["rootfs"]["diff_ids"] = [*config["rootfs"]["diff_ids"], layer.diff_id]

@@ -63,12 +63,6 @@ def parse_config(config: bytes, what: str) -> dict[str, Any]:
     return parsed
 
 
-def format_created(time_ns: int) -> str:
-    """RFC 3339 in UTC with nanoseconds, as Docker writes ``created``."""
-    seconds, nanos = divmod(time_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
-
-
 @dataclass(frozen=True)
 class Image:
     """A registered image."""

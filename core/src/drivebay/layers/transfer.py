@@ -29,9 +29,10 @@ from drivebay.layers.image_archive import (
     SavedLayer,
     open_image_archive,
 )
-from drivebay.layers.images import Image, ImageStore, format_created, normalize_ref, parse_config, unique
+from drivebay.layers.images import Image, ImageStore, normalize_ref, parse_config, unique
 from drivebay.layers.progress import LoadProgress
 from drivebay.layers.store import Claim, LayerStore, Lease, chain_id
+from drivebay.timestamps import format_timestamp
 
 FORMATS = ("docker", "oci")
 
@@ -143,7 +144,7 @@ def import_rootfs(path: Path, ref: str | None, images: ImageStore) -> Image:
         except OSError as exc:
             raise InvalidArchive(f"cannot read {path}: {exc.strerror}; check the path") from exc
         layer = layers.add_tar(lease, tar, None)
-        created = format_created(time.time_ns())
+        created = format_timestamp(time.time_ns())
         config = {
             "architecture": oci_archive.host_architecture(),
             "config": {},
