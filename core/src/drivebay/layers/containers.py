@@ -27,11 +27,10 @@ from drivebay.layers.images import Image, ImageStore, normalize_ref
 from drivebay.layers.initlayer import INIT_PATHS, populate_init_layer
 from drivebay.layers.schema import SCHEMA
 from drivebay.layers.store import LayerStore, TempTar
+from drivebay.names import check_restricted_name
 from drivebay.processes import pid_alive
 from drivebay.state import StateDB
 from drivebay.timestamps import format_timestamp
-
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -121,11 +120,7 @@ class ContainerStore:
 
     def create(self, name: str, image_ref: str) -> Container:
         """Make container ``name`` from ``image_ref``: init layer, then read-write layer."""
-        if not _NAME.fullmatch(name):
-            raise UsageError(
-                f"invalid container name '{name}': use letters, digits, '_', '.' or '-', "
-                "starting with a letter or digit"
-            )
+        check_restricted_name(name, "container")
         container_id = secrets.token_hex(32)
         init_layer, rw_layer = f"{container_id}-init", container_id
         with self.state.transaction() as db:
