@@ -4,6 +4,10 @@ Our own codec instead of :mod:`tarfile`: ``tarfile`` builds a ``TarInfo``
 object, a dict of PAX fields and several intermediate strings per member,
 which makes it about four times slower than GNU tar on a tree of small files.
 Here a header is packed with one ``struct`` call and parsed with slices.
+
+Layer apply reads tars with libarchive (see ``apply.py``), so :class:`TarReader`
+serves only readers that want our :class:`Header` per member, such as the
+archive tests checking exactly what the writer wrote.
 """
 
 from __future__ import annotations

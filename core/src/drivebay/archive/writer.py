@@ -28,7 +28,7 @@ from drivebay.archive.whiteouts import (
 from drivebay.errors import ArchiveIOError
 from drivebay.hookspecs.graph import Change, ChangeKind
 
-_FLUSH = 1 << 20
+_BUFFER = 1 << 20
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -42,22 +42,26 @@ class LayerTarOutput:
     def __init__(self, out: BinaryIO, exclude_xattr_prefixes: tuple[str, ...]) -> None:
         self._out = out
         self._exclude = DRIVER_XATTR_PREFIXES + exclude_xattr_prefixes
-        self._parts: list[bytes] = []
-        self._buffered = 0
+        # One buffer for the whole tar: files are read straight into it and it is written
+        # out when full, so no member costs a fresh allocation or an extra copy.
+        self._buffer = bytearray(_BUFFER)
+        self._view = memoryview(self._buffer)
+        self._pos = 0
         self._links: dict[tuple[int, int], str] = {}
 
     def _emit(self, data: bytes) -> None:
-        self._parts.append(data)
-        self._buffered += len(data)
-        if self._buffered >= _FLUSH:
+        end = self._pos + len(data)
+        if end > _BUFFER:
             self.flush()
+            end = len(data)
+        self._view[end - len(data) : end] = data
+        self._pos = end
 
     def flush(self) -> None:
         """Write everything buffered so far."""
-        if self._parts:
-            self._out.write(b"".join(self._parts))
-            self._parts.clear()
-            self._buffered = 0
+        if self._pos:
+            self._out.write(self._view[: self._pos])
+            self._pos = 0
 
     def add_header(self, hdr: Header) -> None:
         """A member without data (directory, link, device, whiteout)."""
@@ -92,28 +96,20 @@ class LayerTarOutput:
             raise ArchiveIOError(f"cannot read '{path}' into the layer tar ({exc.strerror})") from exc
 
     def _add_file(self, fd: int, head: bytes, size: int, path: str) -> None:
-        if size >= _FLUSH:
-            self.flush()
-            self._out.write(head)
-            left = size
-            while left:
-                chunk = os.read(fd, min(left, _FLUSH))
-                if not chunk:
-                    raise ArchiveIOError(f"'{path}' shrank while being archived; stop writers to the layer and retry")
-                self._out.write(chunk)
-                left -= len(chunk)
-            self._out.write(padding(size))
-            return
-        data = os.read(fd, size) if size else b""
-        while len(data) < size:
-            more = os.read(fd, size - len(data))
-            if not more:
+        self._emit(head)
+        left = size
+        while left:
+            if self._pos == _BUFFER:
+                self.flush()
+            # Straight into the buffer, up to what is left of the file or of the buffer.
+            room = self._view[self._pos : self._pos + min(left, _BUFFER - self._pos)]
+            got = os.readv(fd, [room])
+            room.release()
+            if not got:
                 raise ArchiveIOError(f"'{path}' shrank while being archived; stop writers to the layer and retry")
-            data += more
-        self._parts += (head, data, padding(size))
-        self._buffered += len(head) + size + 512
-        if self._buffered >= _FLUSH:
-            self.flush()
+            self._pos += got
+            left -= got
+        self._emit(padding(size))
 
     def finish(self) -> None:
         """End the archive (two zero blocks) and write out the buffer."""
