@@ -109,7 +109,7 @@ def test_import_and_oci_save(tmp_path: Path) -> None:
     [
         (["image", "rm", "example/none:1"], 1, "drivebay: no image named 'example/none:1'"),
         (["image", "history", "Bad:Ref"], 2, "drivebay: invalid image reference 'Bad:Ref'"),
-        (["container", "create", "c", "example/none:1"], 1, "drivebay: no image named"),
+        (["container", "create", "c1", "example/none:1"], 1, "drivebay: no image named"),
         (["container", "create", "bad/name", "example/none:1"], 2, "drivebay: invalid container name"),
         (["container", "mount", "nobody"], 1, "drivebay: no container named 'nobody'"),
         (["image", "load"], 2, "-i"),
