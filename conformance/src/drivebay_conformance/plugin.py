@@ -53,6 +53,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="drivebay_run_slow",
         help="also run conformance cases marked slow (1 GiB file, 500-deep layer chains)",
     )
+    group.addoption(
+        "--filesystem",
+        default=None,
+        metavar="FSTYPE",
+        dest="drivebay_filesystem",
+        help="give every case a fresh loop-mounted filesystem of this type (xfs, ext4, btrfs) for its root",
+    )
     parser.addini("drivebay_drivers", type="args", help="default graph drivers for the conformance suite")
 
 
@@ -123,10 +130,17 @@ def run_slow(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
-def driver_case(graph_driver_name: str, tmp_path: Path) -> Iterator[DriverCase]:
+def case_filesystem(request: pytest.FixtureRequest) -> str | None:
+    """The ``--filesystem`` every case root is made on, or ``None`` for the temporary directory's own."""
+    fstype: str | None = request.config.getoption("drivebay_filesystem")
+    return fstype
+
+
+@pytest.fixture
+def driver_case(graph_driver_name: str, tmp_path: Path, case_filesystem: str | None) -> Iterator[DriverCase]:
     from drivebay_conformance.harness import open_driver_case
 
-    with open_driver_case(graph_driver_name, tmp_path) as case:
+    with open_driver_case(graph_driver_name, tmp_path, fstype=case_filesystem) as case:
         yield case
 
 
@@ -149,9 +163,14 @@ def graph(driver_case: DriverCase) -> GraphDriver:
 
 
 @pytest.fixture
-def driver_pair(graph_driver_pair: tuple[str, str], tmp_path: Path) -> Iterator[tuple[DriverCase, DriverCase]]:
+def driver_pair(
+    graph_driver_pair: tuple[str, str], tmp_path: Path, case_filesystem: str | None
+) -> Iterator[tuple[DriverCase, DriverCase]]:
     from drivebay_conformance.harness import open_driver_case
 
     first, second = graph_driver_pair
-    with open_driver_case(first, tmp_path / "a") as a, open_driver_case(second, tmp_path / "b") as b:
+    with (
+        open_driver_case(first, tmp_path / "a", fstype=case_filesystem) as a,
+        open_driver_case(second, tmp_path / "b", fstype=case_filesystem) as b,
+    ):
         yield a, b
