@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
+from operator import attrgetter
 from pathlib import Path
 
 from drivebay.archive.entries import read_xattrs
@@ -18,20 +19,21 @@ from drivebay.archive.whiteouts import (
 )
 from drivebay.hookspecs.graph import Change, ChangeKind
 
-Signature = tuple[object, ...]
 
-
-def _signature(path: str, st: os.stat_result) -> Signature:
-    """Everything a layer records about an inode; two inodes with equal signatures are the same change-wise.
+def _same_stat(st: os.stat_result, old: os.stat_result) -> bool:
+    """True if type, mode, owner, nanosecond mtime, size and device number agree: what one lstat tells.
 
     Nanosecond mtimes make sleeping between edits unnecessary. A directory's
     size is left out: it depends on the filesystem, not on the layer.
     """
     mode = st.st_mode
-    size = 0 if stat.S_ISDIR(mode) else st.st_size
-    target = os.readlink(path) if stat.S_ISLNK(mode) else None
-    rdev = st.st_rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
-    return (mode, st.st_uid, st.st_gid, st.st_mtime_ns, size, target, rdev, read_xattrs(path, DRIVER_XATTR_PREFIXES))
+    if mode != old.st_mode or st.st_mtime_ns != old.st_mtime_ns or st.st_uid != old.st_uid or st.st_gid != old.st_gid:
+        return False
+    if stat.S_ISDIR(mode):
+        return True
+    if st.st_size != old.st_size:
+        return False
+    return st.st_rdev == old.st_rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else True
 
 
 def _gained_links(st: os.stat_result, old: os.stat_result) -> bool:
@@ -48,10 +50,23 @@ def _gained_links(st: os.stat_result, old: os.stat_result) -> bool:
 def entry_changed(path: str, st: os.stat_result, old_path: str, old_st: os.stat_result) -> bool:
     """True if the entry at ``path`` differs from the one at ``old_path`` in the parent, as diffs count it.
 
-    Drivers with a native diff use this so that their changes agree with
-    :func:`naive_changes` by construction.
+    Compares inode type, mode, owner, nanosecond mtime, size, device number,
+    symlink target, xattrs and whether a file gained hardlinks. The stat
+    fields come first: most changed entries differ there, and the symlink
+    target and xattrs cost syscalls on both sides. Drivers with a native diff
+    use this so that their changes agree with :func:`naive_changes` by construction.
     """
-    return _gained_links(st, old_st) or _signature(path, st) != _signature(old_path, old_st)
+    if _gained_links(st, old_st) or not _same_stat(st, old_st):
+        return True
+    if stat.S_ISLNK(st.st_mode) and os.readlink(path) != os.readlink(old_path):
+        return True
+    return read_xattrs(path, DRIVER_XATTR_PREFIXES) != read_xattrs(old_path, DRIVER_XATTR_PREFIXES)
+
+
+# Change's own ordering as a key: one C call per change instead of a dataclass __lt__ per
+# comparison. A path occurs once in a result (an upper dir never holds a name and its whiteout),
+# so the kind never breaks a tie.
+_order = attrgetter("path")
 
 
 def _lstat(path: str) -> os.stat_result | None:
@@ -77,13 +92,15 @@ def _compare_dir(new_dir: str, old_dir: str | None, prefix: str, out: list[Chang
             if stat.S_ISDIR(st.st_mode):
                 _compare_dir(path, None, rel, out)
             continue
-        changed = entry_changed(path, st, *old)
         if stat.S_ISDIR(st.st_mode):
             before = len(out)
             _compare_dir(path, old[0] if stat.S_ISDIR(old[1].st_mode) else None, rel, out)
             # As moby does: a directory holding changes is itself changed, so a
-            # layer tar carries it and restores its metadata.
-            changed = changed or len(out) > before
+            # layer tar carries it and restores its metadata. Its own metadata
+            # then need not be compared.
+            changed = len(out) > before or entry_changed(path, st, *old)
+        else:
+            changed = entry_changed(path, st, *old)
         if changed:
             out.append(Change(rel, ChangeKind.MODIFY))
     # A deleted tree is one change, as in `docker diff`.
@@ -100,7 +117,7 @@ def naive_changes(layer_root: Path, parent_root: Path | None) -> list[Change]:
     """
     out: list[Change] = []
     _compare_dir(os.fspath(layer_root), os.fspath(parent_root) if parent_root is not None else None, "", out)
-    out.sort()
+    out.sort(key=_order)
     return out
 
 
@@ -118,13 +135,13 @@ def _upper_dir(
         victim = whited_out_name(name, st, fmt)
         if victim is not None:
             # A whiteout of something no lower layer has is overlay bookkeeping, not a deletion.
-            if parent_dir is not None and victim not in shadowed and _lstat(os.path.join(parent_dir, victim)):
+            if parent_dir is not None and victim not in shadowed and _lstat(f"{parent_dir}/{victim}"):
                 out.append(Change(f"{prefix}/{victim}", ChangeKind.DELETE))
             shadowed.add(victim)
             continue
         shadowed.add(name)
         rel = f"{prefix}/{name}"
-        old_path = os.path.join(parent_dir, name) if parent_dir is not None else None
+        old_path = f"{parent_dir}/{name}" if parent_dir is not None else None
         old_st = _lstat(old_path) if old_path is not None else None
         is_dir = stat.S_ISDIR(st.st_mode)
         child_opaque = is_dir and is_opaque_dir(entry.path, None, fmt)
@@ -133,12 +150,14 @@ def _upper_dir(
             if is_dir:
                 _upper_dir(entry.path, None, child_opaque, rel, fmt, out)
             continue
-        changed = child_opaque or entry_changed(entry.path, st, old_path, old_st)
         if is_dir:
             before = len(out)
             lower = old_path if stat.S_ISDIR(old_st.st_mode) else None
             _upper_dir(entry.path, lower, child_opaque, rel, fmt, out)
-            changed = changed or len(out) > before
+            # Checked last: most directories in an upper dir are there because they hold changes.
+            changed = child_opaque or len(out) > before or entry_changed(entry.path, st, old_path, old_st)
+        else:
+            changed = entry_changed(entry.path, st, old_path, old_st)
         if changed:
             out.append(Change(rel, ChangeKind.MODIFY))
     if opaque and parent_dir is not None:
@@ -159,7 +178,7 @@ def tree_changes(upper: Path, parent_root: Path | None, whiteouts: WhiteoutForma
     out: list[Change] = []
     top = os.fspath(upper)
     _upper_dir(top, os.fspath(parent_root) if parent_root is not None else None, False, "", whiteouts, out)
-    out.sort()
+    out.sort(key=_order)
     return out
 
 

@@ -139,7 +139,8 @@ def _opaque_header(prefix: str, dir_st: os.stat_result) -> Header:
 def _write_dir(tar: LayerTarOutput, path: str, prefix: str, dir_st: os.stat_result, whiteouts: WhiteoutFormat) -> None:
     with os.scandir(path) as it:
         children = list(it)
-    names = {entry.name for entry in children}
+    # Only aufs marks opacity with a name; overlay's mark is an xattr of the directory.
+    names = {entry.name for entry in children} if whiteouts is WhiteoutFormat.AUFS else None
     if whiteouts is not WhiteoutFormat.DELETE and is_opaque_dir(path, names, whiteouts):
         if whiteouts is WhiteoutFormat.AUFS:
             marker = os.path.join(path, OPAQUE_MARKER)
