@@ -121,12 +121,13 @@ def naive_changes(layer_root: Path, parent_root: Path | None) -> list[Change]:
     return out
 
 
-def _upper_dir(
-    upper_dir: str, parent_dir: str | None, opaque: bool, prefix: str, fmt: WhiteoutFormat, out: list[Change]
-) -> None:
+def _upper_dir(upper_dir: str, parent_dir: str | None, prefix: str, fmt: WhiteoutFormat, out: list[Change]) -> bool:
+    """Add the changes below ``upper_dir`` to ``out``; return whether ``upper_dir`` is opaque."""
     shadowed: set[str] = set()
     with os.scandir(upper_dir) as it:
         entries = list(it)
+    # aufs marks opacity with a name, already listed here; overlay with an xattr of the directory.
+    opaque = is_opaque_dir(upper_dir, {entry.name for entry in entries} if fmt is WhiteoutFormat.AUFS else None, fmt)
     for entry in entries:
         name = entry.name
         if fmt is WhiteoutFormat.AUFS and (name == OPAQUE_MARKER or is_aufs_meta(name)):
@@ -144,24 +145,25 @@ def _upper_dir(
         old_path = f"{parent_dir}/{name}" if parent_dir is not None else None
         old_st = _lstat(old_path) if old_path is not None else None
         is_dir = stat.S_ISDIR(st.st_mode)
-        child_opaque = is_dir and is_opaque_dir(entry.path, None, fmt)
         if old_st is None or old_path is None:
             out.append(Change(rel, ChangeKind.ADD))
             if is_dir:
-                _upper_dir(entry.path, None, child_opaque, rel, fmt, out)
+                _upper_dir(entry.path, None, rel, fmt, out)
             continue
         if is_dir:
             before = len(out)
             lower = old_path if stat.S_ISDIR(old_st.st_mode) else None
-            _upper_dir(entry.path, lower, child_opaque, rel, fmt, out)
+            child_opaque = _upper_dir(entry.path, lower, rel, fmt, out)
             # Checked last: most directories in an upper dir are there because they hold changes.
             changed = child_opaque or len(out) > before or entry_changed(entry.path, st, old_path, old_st)
         else:
             changed = entry_changed(entry.path, st, old_path, old_st)
         if changed:
             out.append(Change(rel, ChangeKind.MODIFY))
-    if opaque and parent_dir is not None:
+    # The top of the layer (prefix "") hides nothing: only directories below it can be opaque.
+    if opaque and prefix and parent_dir is not None:
         out.extend(Change(f"{prefix}/{name}", ChangeKind.DELETE) for name in set(os.listdir(parent_dir)) - shadowed)
+    return opaque
 
 
 def tree_changes(upper: Path, parent_root: Path | None, whiteouts: WhiteoutFormat) -> list[Change]:
@@ -177,7 +179,7 @@ def tree_changes(upper: Path, parent_root: Path | None, whiteouts: WhiteoutForma
     """
     out: list[Change] = []
     top = os.fspath(upper)
-    _upper_dir(top, os.fspath(parent_root) if parent_root is not None else None, False, "", whiteouts, out)
+    _upper_dir(top, os.fspath(parent_root) if parent_root is not None else None, "", whiteouts, out)
     out.sort(key=_order)
     return out
 
