@@ -1,0 +1,17 @@
+"""The compiled parts of drivebay: the layer tar codecs (see DESIGN.md, "Archive").
+
+Everything else is declared in pyproject.toml; setuptools reads ``ext_modules``
+only from here. Both modules are plain CPython C API with no library beyond
+libc, so building needs only a C compiler and the Python headers.
+"""
+
+from setuptools import Extension, setup
+
+_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-D_GNU_SOURCE"]
+
+setup(
+    ext_modules=[
+        Extension("drivebay.archive._tarapply", ["src/drivebay/archive/_tarapply.c"], extra_compile_args=_FLAGS),
+        Extension("drivebay.archive._tarwrite", ["src/drivebay/archive/_tarwrite.c"], extra_compile_args=_FLAGS),
+    ],
+)
