@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from drivebay.bench.machine import docker_reachable
-from drivebay.bench.measure import timed
+from drivebay.bench.measure import Phases, timed
 from drivebay.bench.runner import SEED, Result
-from drivebay.bench.workloads import FsData, Scale
+from drivebay.bench.workloads import RunData, Scale
 
 
 def _docker_import(tar: Path, tag: str) -> Callable[[], object]:
@@ -24,7 +24,7 @@ def compare_with_docker(results: list[Result], scale: Scale, repeat: int) -> dic
     if reason:
         return {"status": "skipped", "reason": reason}
     with tempfile.TemporaryDirectory(prefix="drivebay-bench-docker-") as tmp:
-        tar = FsData(Path(tmp), scale, SEED).small_tar
+        tar = RunData(Path(tmp), scale, SEED, Phases()).small_tar
         walls = []
         for index in range(repeat):
             tag = f"drivebay-bench:{index}"

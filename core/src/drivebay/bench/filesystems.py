@@ -6,10 +6,11 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from drivebay.bench.measure import Phases
 from drivebay.errors import UsageError
 from drivebay.fs.loopfs import MKFS, can_make, scratch_filesystem
 from drivebay.fs.mounts import unmount_all_under
@@ -56,19 +57,35 @@ def default_targets() -> list[FsTarget]:
 
 
 @contextmanager
-def provisioned(target: FsTarget, size_mb: int) -> Iterator[Path]:
+def provisioned(target: FsTarget, size_mb: int, phases: Phases) -> Iterator[Path]:
     """A fresh directory on ``target``; everything made is removed afterwards, failures included."""
-    if target.fstype is None:
-        assert target.path is not None
-        workdir = Path(tempfile.mkdtemp(prefix="drivebay-bench-", dir=target.path))
-        try:
-            yield workdir
-        finally:
-            unmount_all_under(workdir)
-            shutil.rmtree(workdir, ignore_errors=True)
-        return
-    with scratch_filesystem(target.fstype, size_mb=size_mb) as mount_point:
+    with ExitStack() as stack:
+        with phases.phase("provision"):
+            if target.fstype is None:
+                assert target.path is not None
+                mount_point = Path(tempfile.mkdtemp(prefix="drivebay-bench-", dir=target.path))
+                stack.callback(shutil.rmtree, mount_point, ignore_errors=True)
+            else:
+                mount_point = stack.enter_context(scratch_filesystem(target.fstype, size_mb=size_mb))
         try:
             yield mount_point
         finally:
-            unmount_all_under(mount_point / "roots")
+            with phases.phase("provision"):
+                unmount_all_under(mount_point)
+                stack.close()
+
+
+@contextmanager
+def data_cache(size_mb: int, phases: Phases) -> Iterator[Path]:
+    """Where a run's generated data lives: a tmpfs of its own when root may mount one, else a temp directory."""
+    with ExitStack() as stack:
+        with phases.phase("provision"):
+            if os.geteuid() == 0:
+                cache = stack.enter_context(scratch_filesystem("tmpfs", size_mb=size_mb))
+            else:
+                cache = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="drivebay-bench-data-")))
+        try:
+            yield cache
+        finally:
+            with phases.phase("provision"):
+                stack.close()

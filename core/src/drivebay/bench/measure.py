@@ -6,8 +6,9 @@ import os
 import resource
 import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -28,6 +29,62 @@ def timed(action: Callable[[], object]) -> Timing:
     cpu0, wall0 = _cpu_seconds(), time.perf_counter()
     action()
     return Timing(wall=time.perf_counter() - wall0, cpu=_cpu_seconds() - cpu0)
+
+
+@dataclass
+class Phases:
+    """Wall seconds spent per phase of a bench run (data generation, provisioning, setup, timed...).
+
+    Phases nest: time spent in an inner phase (data generated lazily during a
+    workload's setup, say) counts only there, so the totals add up to the run.
+    """
+
+    totals: dict[str, float] = field(default_factory=dict)
+    by_fs: dict[str, dict[str, float]] = field(default_factory=dict)
+    _stack: list[str] = field(default_factory=list)
+    _since: float = 0.0
+    _started: float = field(default_factory=time.perf_counter)
+
+    def _charge(self, now: float) -> None:
+        if self._stack:
+            name = self._stack[-1]
+            self.totals[name] = self.totals.get(name, 0.0) + now - self._since
+        self._since = now
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self._charge(time.perf_counter())
+        self._stack.append(name)
+        try:
+            yield
+        finally:
+            self._charge(time.perf_counter())
+            self._stack.pop()
+
+    def snapshot(self) -> dict[str, float]:
+        """The totals so far, the open phase included up to now."""
+        self._charge(time.perf_counter())
+        return dict(self.totals)
+
+    def to_json(self) -> dict[str, object]:
+        totals = self.snapshot()
+        return {
+            "wall_s": round(time.perf_counter() - self._started, 3),
+            "totals": {name: round(seconds, 3) for name, seconds in sorted(totals.items())},
+            "by_fs": self.by_fs,
+        }
+
+    def summary(self) -> str:
+        """One line: the run's wall time and where it went, largest phase first."""
+        totals = self.snapshot()
+        parts = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in sorted(totals.items(), key=lambda i: -i[1]))
+        return f"bench took {time.perf_counter() - self._started:.0f}s: {parts}"
+
+
+def phase_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Seconds per phase between two snapshots, rounded for the JSON."""
+    spent = {name: after[name] - before.get(name, 0.0) for name in sorted(after)}
+    return {name: round(seconds, 3) for name, seconds in spent.items() if seconds >= 0.0005}
 
 
 def drop_caches() -> str | None:

@@ -6,11 +6,12 @@ import statistics
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from drivebay.bench.filesystems import FsTarget, provisioned
-from drivebay.bench.measure import Timing, disk_usage, timed
-from drivebay.bench.workloads import BenchEnv, FsData, Scale, Workload
+from drivebay.bench.filesystems import FsTarget, data_cache, provisioned
+from drivebay.bench.measure import Phases, Timing, disk_usage, phase_delta, timed
+from drivebay.bench.workloads import BenchEnv, FsData, RunData, Scale, Workload
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import unmount_all_under
 from drivebay.loader import KINDS, load_driver
@@ -49,6 +50,8 @@ class Result:
     disk: dict[str, int] = field(default_factory=dict)
     hooks: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    iterations: int = 1
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float | None:
@@ -65,6 +68,8 @@ class Result:
             "reference": self.reference,
             "status": self.status,
         }
+        if self.phases:
+            out["phases"] = self.phases
         if self.status != "ok":
             out["reason"] = self.reason
             return out
@@ -73,6 +78,7 @@ class Result:
             reference_timing=self.reference_series.summary(),
             ratio=self.ratio,
             repeats=len(self.driver_series.timings),
+            iterations=self.iterations,
             disk=self.disk,
             hooks=self.hooks,
             notes=self.notes,
@@ -83,31 +89,58 @@ class Result:
 Progress = Callable[[str], None]
 
 
-def _run_one(env: BenchEnv, workload_cls: type[Workload], repeat: int, result: Result) -> None:
+def _sample(env: BenchEnv, workload: Workload, reference: bool, phases: Phases) -> Timing:
+    """One timed run of one side, with its untimed preparation and release around it."""
+    with phases.phase("between"):
+        workload.before_timed(env, reference)
+        env.driver.loaded.tracer.reset()
+    with phases.phase("timed"):
+        timing = timed(partial(workload.run_reference if reference else workload.run, env))
+    return timing
+
+
+def _run_one(env: BenchEnv, workload_cls: type[Workload], repeat: int, result: Result, phases: Phases) -> None:
     tracer = env.driver.loaded.tracer
-    for _ in range(repeat):
+    result.iterations = workload_cls.iterations
+    for index in range(repeat):
         workload = workload_cls()
         reason = workload.unsupported(env)
         if reason:
             result.status, result.reason = "n/a", reason
             return
-        workload.setup(env)
+        with phases.phase("setup"):
+            workload.setup(env)
         try:
-            workload.before_timed(env, False)
-            tracer.reset()
-            result.driver_series.timings.append(timed(lambda w=workload: w.run(env)))  # type: ignore[misc]
-            for hook, totals in tracer.totals().items():
-                entry = result.hooks.setdefault(hook, {"calls": 0, "seconds": 0.0})
-                entry["calls"] += totals["calls"]
-                entry["seconds"] += totals["seconds"]
-            result.disk = disk_usage(env.driver.home)
-            workload.after_timed(env, False)
-            workload.before_timed(env, True)
-            result.reference_series.timings.append(timed(lambda w=workload: w.run_reference(env)))  # type: ignore[misc]
-            workload.after_timed(env, True)
+            walls = {False: 0.0, True: 0.0}
+            cpus = {False: 0.0, True: 0.0}
+            for iteration in range(workload.iterations):
+                # Alternate which side goes first, so neither always runs on caches the other warmed.
+                order = (False, True) if (index + iteration) % 2 == 0 else (True, False)
+                for reference in order:
+                    timing = _sample(env, workload, reference, phases)
+                    walls[reference] += timing.wall
+                    cpus[reference] += timing.cpu
+                    with phases.phase("between"):
+                        if not reference:
+                            for hook, totals in tracer.totals().items():
+                                entry = result.hooks.setdefault(hook, {"calls": 0, "seconds": 0.0})
+                                entry["calls"] += totals["calls"]
+                                entry["seconds"] += totals["seconds"]
+                            if not result.disk:
+                                result.disk = disk_usage(env.driver.home)
+                        workload.after_timed(env, reference)
+            runs = workload.iterations
+            result.driver_series.timings.append(Timing(walls[False] / runs, cpus[False] / runs))
+            result.reference_series.timings.append(Timing(walls[True] / runs, cpus[True] / runs))
             result.notes = sorted(set(result.notes) | set(workload.notes))
         finally:
-            workload.teardown(env)
+            with phases.phase("teardown"):
+                workload.teardown(env)
+
+
+def execution_order(workloads: dict[str, type[Workload]]) -> list[str]:
+    """Workload names with those sharing fixtures next to each other, so each fixture is built once."""
+    return sorted(workloads, key=lambda name: (workloads[name].shares, name))
 
 
 def run_driver_on_fs(
@@ -118,36 +151,46 @@ def run_driver_on_fs(
     workloads: dict[str, type[Workload]],
     repeat: int,
     progress: Progress,
+    phases: Phases,
 ) -> list[Result]:
     root = mount_point / "roots" / driver_name
     root.mkdir(parents=True, exist_ok=True)
     loaded = load_driver(KINDS["graph"], driver_name)
-    results = [Result(name, driver_name, fs_label, cls.reference) for name, cls in workloads.items()]
+    results = {name: Result(name, driver_name, fs_label, cls.reference) for name, cls in workloads.items()}
     reason = loaded.hook.graph_probe(home=root / driver_name)
     if reason:
-        for result in results:
+        for result in results.values():
             result.status, result.reason = "n/a", reason
-        return results
+        return list(results.values())
     state = StateDB.for_root(root)
     driver = GraphDriver(loaded, root / driver_name, state, {})
     scratch = mount_point / "scratch" / driver_name
     scratch.mkdir(parents=True, exist_ok=True)
-    env = BenchEnv(driver, scratch, data)
+    env = BenchEnv(driver, scratch, data, phases)
     try:
-        for result in results:
-            progress(f"{result.workload} · {driver_name} on {fs_label}")
+        for name in execution_order(workloads):
+            result = results[name]
+            progress(f"{name} · {driver_name} on {fs_label}")
+            before = phases.snapshot()
             try:
-                _run_one(env, workloads[result.workload], repeat, result)
+                env.release_shared(keep=workloads[name].shares)
+                _run_one(env, workloads[name], repeat, result, phases)
             except Exception as exc:  # a failed workload is reported in the table, never hidden
                 result.status = "error"
                 result.reason = f"{type(exc).__name__}: {exc}"
                 result.notes.append(traceback.format_exc(limit=3))
                 env.remove_layers()
+                env.release_shared()
+            result.phases = phase_delta(before, phases.snapshot())
     finally:
-        driver.cleanup()
-        unmount_all_under(root)
-        state.close()
-    return results
+        with phases.phase("teardown"):
+            try:
+                env.release_shared()
+            finally:
+                driver.cleanup()
+                unmount_all_under(root)
+                state.close()
+    return list(results.values())
 
 
 def run_bench(
@@ -157,21 +200,29 @@ def run_bench(
     repeat: int,
     scale: Scale,
     progress: Progress,
+    phases: Phases,
 ) -> list[Result]:
+    """Every driver on every target; ``phases`` gets where the wall time went (``by_fs`` too)."""
     results: list[Result] = []
-    size_mb = 1536 if scale.big_file_bytes < (1 << 30) else 8192
-    for target in targets:
-        unavailable = target.unavailable()
-        if unavailable:
-            for driver_name in drivers:
-                results += [
-                    Result(name, driver_name, target.label, cls.reference, "n/a", unavailable)
-                    for name, cls in workloads.items()
-                ]
-            continue
-        progress(f"preparing {target.label}")
-        with provisioned(target, size_mb) as mount_point:
-            data = FsData(mount_point / "shared", scale, SEED)
-            for driver_name in drivers:
-                results += run_driver_on_fs(driver_name, mount_point, data, target.label, workloads, repeat, progress)
+    quick = scale.big_file_bytes < (1 << 30)
+    with phases.phase("other"), data_cache(1024 if quick else 5120, phases) as cache:
+        run_data = RunData(cache, scale, SEED, phases)
+        for target in targets:
+            unavailable = target.unavailable()
+            if unavailable:
+                for driver_name in drivers:
+                    results += [
+                        Result(name, driver_name, target.label, cls.reference, "n/a", unavailable)
+                        for name, cls in workloads.items()
+                    ]
+                continue
+            progress(f"preparing {target.label}")
+            before = phases.snapshot()
+            with provisioned(target, 1536 if quick else 8192, phases) as mount_point:
+                data = FsData(mount_point / "shared", run_data)
+                for driver_name in drivers:
+                    results += run_driver_on_fs(
+                        driver_name, mount_point, data, target.label, workloads, repeat, progress, phases
+                    )
+            phases.by_fs[target.label] = phase_delta(before, phases.snapshot())
     return results

@@ -12,6 +12,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from drivebay.bench.docker import compare_with_docker
 from drivebay.bench.filesystems import default_targets, parse_targets
 from drivebay.bench.machine import machine_info
+from drivebay.bench.measure import Phases
 from drivebay.bench.report import markdown, print_tables, write_json, write_plot
 from drivebay.bench.runner import run_bench
 from drivebay.bench.workloads import Scale, installed_workloads
@@ -59,12 +60,13 @@ def run(ctx: CliContext) -> int:
         raise UsageError("--repeat must be at least 1")
     scale = Scale.quick() if args.quick else Scale.full()
     console = Console(stderr=True)
+    phases = Phases()
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
     ) as progress:
         task = progress.add_task("starting", total=None)
         results = run_bench(
-            drivers, targets, workloads, repeat, scale, lambda text: progress.update(task, description=text)
+            drivers, targets, workloads, repeat, scale, lambda text: progress.update(task, description=text), phases
         )
     # A log or pipe gets wide tables rather than rich's 80-column default.
     out = Console() if sys.stdout.isatty() else Console(width=200)
@@ -73,8 +75,14 @@ def run(ctx: CliContext) -> int:
         print(markdown(results))
     docker = compare_with_docker(results, scale, repeat)
     out.print(f"docker comparison: {docker.get('status')} {docker.get('reason', '')}".rstrip())
+    out.print(phases.summary())
     if args.json:
-        write_json(args.json, results, machine_info(), {"docker": docker, "scale": vars(scale), "repeat": repeat})
+        write_json(
+            args.json,
+            results,
+            machine_info(),
+            {"docker": docker, "scale": vars(scale), "repeat": repeat, "phases": phases.to_json()},
+        )
     if args.plot:
         write_plot(args.plot, results)
     errors = [r for r in results if r.status == "error"]

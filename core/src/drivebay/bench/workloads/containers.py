@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import subprocess
+from pathlib import Path
 
 from drivebay.bench.datagen import rewrite_files
 from drivebay.bench.measure import run_quiet
 from drivebay.bench.workloads import BenchEnv, Workload
-from drivebay.bench.workloads.layers import CountingSink
+from drivebay.bench.workloads.layers import CountingSink, small_layer
 from drivebay.fs.backing import backing_filesystem
 from drivebay.fs.mounts import unmount
 from drivebay.fs.mountspec import mount_described
@@ -18,6 +17,8 @@ from drivebay.fs.mountspec import mount_described
 
 class _Chain(Workload):
     depth: int = 1
+    # One create or mount takes milliseconds: a sample of 20 makes the ratio more than noise.
+    iterations = 20
 
     def unsupported(self, env: BenchEnv) -> str | None:
         limit = env.driver.capabilities.max_depth
@@ -26,57 +27,70 @@ class _Chain(Workload):
         return None
 
     def setup(self, env: BenchEnv) -> None:
-        parent: str | None = None
-        for index in range(self.depth):
-            parent = env.create_from_tar(parent, env.data.tiny_tar(index), f"chain{self.depth}")
-        self.top = parent
+        def build() -> str:
+            parent: str | None = None
+            for index in range(self.depth):
+                parent = env.create_from_tar(parent, env.data.tiny_tar(index), f"chain{self.depth}")
+            assert parent is not None
+            return parent
+
+        # create-N and mount-N only read the chain: built once per driver and filesystem.
+        self.top = env.shared(f"chain-{self.depth}", build)
 
 
 class CreateContainer(_Chain):
     name = "create-1"
     description = "create a container layer on a 1-layer image"
     reference = "cp -a (btrfs: btrfs subvolume snapshot)"
+    shares = ("chain-1",)
 
     def setup(self, env: BenchEnv) -> None:
         super().setup(env)
-        self.top_path = env.driver.get(self.top) if self.top else None
+        self.top_path = env.driver.get(self.top)
         self.target = env.scratch / f"cp-{self.name}-{os.getpid()}"
+        self.snapshot = backing_filesystem(env.scratch) == "btrfs" and env.driver.name == "btrfs"
 
     def run(self, env: BenchEnv) -> None:
-        env.create_rw(self.top, "container")
+        self.container = env.create_rw(self.top, "container")
 
     def run_reference(self, env: BenchEnv) -> None:
-        assert self.top_path is not None
-        if backing_filesystem(env.scratch) == "btrfs" and env.driver.name == "btrfs":
+        if self.snapshot:
             run_quiet("btrfs", "subvolume", "snapshot", str(self.top_path), str(self.target))
         else:
             run_quiet("cp", "-a", str(self.top_path), str(self.target))
 
+    def after_timed(self, env: BenchEnv, reference: bool) -> None:
+        if not reference:
+            env.remove_layer(self.container)
+        elif self.snapshot:
+            run_quiet("btrfs", "subvolume", "delete", str(self.target))
+        else:
+            run_quiet("rm", "-rf", str(self.target))
+
     def teardown(self, env: BenchEnv) -> None:
-        if self.top:
-            env.driver.put(self.top)
+        env.driver.put(self.top)
         super().teardown(env)
-        if self.target.exists():
-            subprocess.run(["btrfs", "subvolume", "delete", str(self.target)], capture_output=True, check=False)
-            shutil.rmtree(self.target, ignore_errors=True)
 
 
 class CreateContainer16(CreateContainer):
     name = "create-16"
     description = "create a container layer on a 16-layer image"
     depth = 16
+    shares = ("chain-16",)
 
 
 class CreateContainer128(CreateContainer):
     name = "create-128"
     description = "create a container layer on a 128-layer image"
     depth = 128
+    shares = ("chain-128",)
 
 
 class MountContainer(_Chain):
     name = "mount-1"
     description = "mount a container on a 1-layer image"
     reference = "bare mount(2) of the driver's own mount spec"
+    shares = ("chain-1",)
 
     def setup(self, env: BenchEnv) -> None:
         super().setup(env)
@@ -106,21 +120,26 @@ class MountContainer16(MountContainer):
     name = "mount-16"
     description = "mount a container on a 16-layer image"
     depth = 16
+    shares = ("chain-16",)
 
 
 class MountContainer128(MountContainer):
     name = "mount-128"
     description = "mount a container on a 128-layer image"
     depth = 128
+    shares = ("chain-128",)
 
 
 class CopyUp(Workload):
     name = "copy-up"
     description = "first write to a 100 MB file that comes from a lower layer"
     reference = "cp of the file on the same fs"
+    shares = ("copy-up-layer",)
 
     def setup(self, env: BenchEnv) -> None:
-        self.base = env.create_from_tar(None, env.data.copy_up_tar, "copyup")
+        # The image layer is only read; the container that copies up is fresh every run.
+        self.base = env.shared("copy-up-layer", lambda: env.create_from_tar(None, env.data.copy_up_tar, "copyup"))
+        self.source = env.data.copy_up_file
         self.container = env.create_rw(self.base, "container")
         self.view = env.driver.get(self.container)
         self.copy_dir = env.scratch_dir("cp")
@@ -131,8 +150,7 @@ class CopyUp(Workload):
             os.fsync(f.fileno())
 
     def run_reference(self, env: BenchEnv) -> None:
-        source = env.data.dir / "copy-up-tree" / "data.bin"
-        run_quiet("cp", str(source), str(self.copy_dir / "data.bin"))
+        run_quiet("cp", str(self.source), str(self.copy_dir / "data.bin"))
         with open(self.copy_dir / "data.bin", "r+b") as f:
             f.write(b"x")
             os.fsync(f.fileno())
@@ -143,23 +161,32 @@ class CopyUp(Workload):
         shutil.rmtree(self.copy_dir)
 
 
-class DiffAfterChanges(Workload):
-    name = "diff-after-changes"
-    description = "diff a container after changing 1,000 files on a 50,000-file image"
-    reference = "tar --sort=name -cf of the changed files"
+def changed_list(env: BenchEnv) -> Path:
+    """``tar -T`` input naming the changed files, sorted, relative to the small tree."""
+    files = env.data.run.changed_files
+    return env.data.run.cached("changed.list", lambda path: path.write_text("".join(f"./{p}\n" for p in sorted(files))))
+
+
+def changed_container(env: BenchEnv) -> str:
+    """A container on the 50,000-file layer with 1,000 files rewritten; diff and changes only read it."""
+
+    def build() -> str:
+        container = env.create_rw(small_layer(env), "container")
+        with env.driver.mounted(container) as view:
+            rewrite_files([view / p for p in env.data.run.changed_files], env.data.seed)
+        return container
+
+    return env.shared("small-changed", build)
+
+
+class _OnChangedContainer(Workload):
+    """The driver diffs the shared changed container."""
+
+    shares = ("small-layer", "small-changed")
 
     def setup(self, env: BenchEnv) -> None:
-        self.base = env.create_from_tar(None, env.data.small_tar, "diffbase")
-        self.container = env.create_rw(self.base, "container")
-        tree = env.data.small_tree[0]
-        files = sorted(p.relative_to(tree) for p in tree.rglob("*.py"))
-        chosen = random.Random(env.data.seed).sample(files, min(env.data.scale.changed_files, len(files)))
-        with env.driver.mounted(self.container) as view:
-            rewrite_files([view / p for p in chosen], env.data.seed)
-        self.changed_tree = env.scratch_dir("changed")
-        self.list_file = self.changed_tree / "list"
-        self.list_file.write_text("".join(f"./{p}\n" for p in sorted(chosen)))
-        self.source = tree
+        self.base = small_layer(env)
+        self.container = changed_container(env)
         self.out = env.scratch_dir("diff")
 
     def run(self, env: BenchEnv) -> None:
@@ -169,18 +196,28 @@ class DiffAfterChanges(Workload):
         finally:
             sink.close()
 
+    def teardown(self, env: BenchEnv) -> None:
+        super().teardown(env)
+        shutil.rmtree(self.out)
+
+
+class DiffAfterChanges(_OnChangedContainer):
+    name = "diff-after-changes"
+    description = "diff a container after changing 1,000 files on a 50,000-file image"
+    reference = "tar --sort=name -cf of the changed files"
+
+    def setup(self, env: BenchEnv) -> None:
+        super().setup(env)
+        self.list_file = changed_list(env)
+        self.source = env.data.small_tree
+
     def run_reference(self, env: BenchEnv) -> None:
         run_quiet(
             "tar", "--sort=name", "-C", str(self.source), "-cf", str(self.out / "ref.tar"), "-T", str(self.list_file)
         )
 
-    def teardown(self, env: BenchEnv) -> None:
-        super().teardown(env)
-        shutil.rmtree(self.out)
-        shutil.rmtree(self.changed_tree)
 
-
-class NativeDiffVsNaive(DiffAfterChanges):
+class NativeDiffVsNaive(_OnChangedContainer):
     name = "diff-vs-naive"
     description = "diff a container after changing 1,000 files on a 50,000-file image"
     reference = "core's naive diff (tree comparison) of the same layer"
@@ -193,7 +230,7 @@ class NativeDiffVsNaive(DiffAfterChanges):
             sink.close()
 
 
-class NativeChangesVsNaive(DiffAfterChanges):
+class NativeChangesVsNaive(_OnChangedContainer):
     name = "changes-vs-naive"
     description = "list the changes of a container after changing 1,000 files on a 50,000-file image"
     reference = "core's naive changes (tree comparison) of the same layer"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import shutil
 import tarfile
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 from drivebay.bench.datagen import rewrite_files
 from drivebay.bench.measure import run_quiet
 from drivebay.bench.workloads import BenchEnv, Workload
+from drivebay.bench.workloads.containers import changed_list
 from drivebay.layers import open_stores
 from drivebay.layers.progress import LoadProgress
 from drivebay.layers.store import sha256_digest
@@ -35,14 +35,22 @@ def write_one_layer_image(layer_tar: Path, archive: Path, tag: str) -> None:
         tar.add(layer_tar, "layer/layer.tar")
 
 
+TAG = "bench/small:1"
+COMMITTED = "bench/committed:1"
+
+
+def small_image(env: BenchEnv) -> Path:
+    """The ``docker save`` archive of the 50,000-file layer, written once per run."""
+    return env.data.run.cached("small-image.tar", lambda path: write_one_layer_image(env.data.small_tar, path, TAG))
+
+
 class ImageLoad(Workload):
     name = "image-load"
     description = "image load of a one-layer image of ~50,000 small files (verify, keep the tar, extract)"
     reference = "tar -xf"
 
     def setup(self, env: BenchEnv) -> None:
-        self.archive = env.scratch_dir("image") / "image.tar"
-        write_one_layer_image(env.data.small_tar, self.archive, "bench/image-load:1")
+        self.archive = small_image(env)
         self.store_root = env.scratch_dir("store")
         self.dest = env.scratch_dir("tar-x")
 
@@ -58,38 +66,50 @@ class ImageLoad(Workload):
         for image in stores.images.images():
             stores.images.remove(image.id)
         super().teardown(env)
-        for path in (self.archive.parent, self.store_root, self.dest):
-            shutil.rmtree(path)
+        for path in (self.store_root, self.dest):
+            run_quiet("rm", "-rf", str(path))
+
+
+def _commit_store(env: BenchEnv) -> Path:
+    """A layer store holding the loaded image and a container on it with 1,000 files rewritten."""
+    store_root = env.scratch_dir("store")
+    stores = open_stores(store_root, env.driver.state, env.driver)
+    load_archive(small_image(env), stores.images, LoadProgress())
+    stores.containers.create("bench-commit", TAG)
+    view = stores.containers.mount("bench-commit")
+    try:
+        rewrite_files([view / p for p in env.data.run.changed_files], env.data.seed)
+    finally:
+        stores.containers.unmount("bench-commit")
+    return store_root
+
+
+def _remove_commit_store(env: BenchEnv, store_root: Path) -> None:
+    stores = open_stores(store_root, env.driver.state, env.driver)
+    stores.containers.remove("bench-commit")
+    for image in stores.images.images():
+        stores.images.remove(image.id)
+    run_quiet("rm", "-rf", str(store_root))
 
 
 class CommitAfterChanges(Workload):
     name = "commit-after-changes"
     description = "container commit after changing 1,000 files on a 50,000-file image"
     reference = "tar --sort=name -cf of the changed files"
+    shares = ("commit-store",)
 
     def setup(self, env: BenchEnv) -> None:
-        self.archive = env.scratch_dir("image") / "image.tar"
-        write_one_layer_image(env.data.small_tar, self.archive, "bench/commit-base:1")
-        self.store_root = env.scratch_dir("store")
-        stores = open_stores(self.store_root, env.driver.state, env.driver)
-        load_archive(self.archive, stores.images, LoadProgress())
-        stores.containers.create("bench-commit", "bench/commit-base:1")
-        tree = env.data.small_tree[0]
-        files = sorted(p.relative_to(tree) for p in tree.rglob("*.py"))
-        chosen = random.Random(env.data.seed).sample(files, min(env.data.scale.changed_files, len(files)))
-        view = stores.containers.mount("bench-commit")
-        try:
-            rewrite_files([view / p for p in chosen], env.data.seed)
-        finally:
-            stores.containers.unmount("bench-commit")
+        # Commit only reads the container; each run's new image is removed in teardown, so every run stores anew.
+        self.store_root = env.shared(
+            "commit-store", lambda: _commit_store(env), lambda root: _remove_commit_store(env, root)
+        )
         self.out = env.scratch_dir("commit")
-        self.list_file = self.out / "list"
-        self.list_file.write_text("".join(f"./{p}\n" for p in sorted(chosen)))
-        self.source = tree
+        self.list_file = changed_list(env)
+        self.source = env.data.small_tree
 
     def run(self, env: BenchEnv) -> None:
         stores = open_stores(self.store_root, env.driver.state, env.driver)
-        stores.containers.commit("bench-commit", "bench/committed:1")
+        stores.containers.commit("bench-commit", COMMITTED)
 
     def run_reference(self, env: BenchEnv) -> None:
         run_quiet(
@@ -98,9 +118,7 @@ class CommitAfterChanges(Workload):
 
     def teardown(self, env: BenchEnv) -> None:
         stores = open_stores(self.store_root, env.driver.state, env.driver)
-        stores.containers.remove("bench-commit")
-        for image in stores.images.images():
-            stores.images.remove(image.id)
+        if any(COMMITTED in image.tags for image in stores.images.images()):
+            stores.images.remove(COMMITTED)
         super().teardown(env)
-        for path in (self.archive.parent, self.store_root, self.out):
-            shutil.rmtree(path)
+        shutil.rmtree(self.out)
