@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from drivebay.bench.measure import run_quiet
 from drivebay.bench.workloads import BenchEnv, Workload
@@ -21,22 +22,45 @@ class CountingSink:
         self.file.close()
 
 
+def applied_pool(env: BenchEnv) -> list[tuple[str, Path]]:
+    """Layers (and ``tar -xf`` trees) that apply-small-files made, handed on for remove-image to remove.
+
+    apply-small-files leaves exactly what remove-image's setup would build (the
+    50,000-file tar applied with no parent, and extracted), so remove-image takes
+    these instead of applying and extracting again.
+    """
+
+    def release(pool: list[tuple[str, Path]]) -> None:
+        for layer, tree in pool:
+            env.remove_layer(layer)
+            run_quiet("rm", "-rf", str(tree))
+
+    return env.shared("applied-small", list, release)
+
+
 class ApplySmallFiles(Workload):
     name = "apply-small-files"
     description = "apply a layer of many small files (~50,000, stdlib-like sizes)"
     reference = "tar -xf"
+    shares: ClassVar[tuple[str, ...]] = ("applied-small",)
 
     def setup(self, env: BenchEnv) -> None:
         self.tar = env.data.small_tar
         self.dest = env.scratch_dir("tar-x")
+        self.layer: str | None = None
 
     def run(self, env: BenchEnv) -> None:
-        env.create_from_tar(None, self.tar, "apply")
+        self.layer = env.create_from_tar(None, self.tar, "apply")
 
     def run_reference(self, env: BenchEnv) -> None:
         run_quiet("tar", "--numeric-owner", "-xf", str(self.tar), "-C", str(self.dest))
 
     def teardown(self, env: BenchEnv) -> None:
+        # apply-big-file shares nothing: its layer is not what remove-image removes.
+        if self.shares and self.layer is not None and self.layer in env.layers:
+            env.layers.remove(self.layer)
+            applied_pool(env).append((self.layer, self.dest))
+            return
         super().teardown(env)
         run_quiet("rm", "-rf", str(self.dest))
 
@@ -44,10 +68,11 @@ class ApplySmallFiles(Workload):
 class ApplyBigFile(ApplySmallFiles):
     name = "apply-big-file"
     description = "apply a layer holding one 1 GiB file"
+    shares = ()
 
     def setup(self, env: BenchEnv) -> None:
+        super().setup(env)
         self.tar = env.data.big_tar
-        self.dest = env.scratch_dir("tar-x")
 
 
 def small_layer(env: BenchEnv) -> str:
@@ -85,8 +110,14 @@ class RemoveImage(Workload):
     name = "remove-image"
     description = "remove a many-file image layer"
     reference = "rm -rf"
+    shares = ("applied-small",)
 
     def setup(self, env: BenchEnv) -> None:
+        pool = applied_pool(env)
+        if pool:
+            self.layer, self.copy = pool.pop(0)
+            env.layers.append(self.layer)
+            return
         self.layer = env.create_from_tar(None, env.data.small_tar, "remove")
         self.copy = env.scratch_dir("rm")
         run_quiet("tar", "-xf", str(env.data.small_tar), "-C", str(self.copy))
