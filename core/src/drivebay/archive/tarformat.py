@@ -5,6 +5,10 @@ object, a dict of PAX fields and several intermediate strings per member,
 which makes it about four times slower than GNU tar on a tree of small files.
 Here a header is packed with one ``struct`` call and parsed with slices.
 
+The layer tar writer encodes in C (``_tarwrite.c``), byte for byte as
+:func:`encode_header` does; :func:`encode_header` serves hand-made tars
+(``drivebay.testing.tars``) and the tests that check the writer against it.
+
 Layer apply reads tars with libarchive (see ``apply.py``), so :class:`TarReader`
 serves only readers that want our :class:`Header` per member, such as the
 archive tests checking exactly what the writer wrote.
@@ -168,14 +172,6 @@ def encode_header(hdr: Header) -> bytes:
         records.sort()
         data = b"".join([_pax_record(k, v) for k, v in records])
     return b"".join((_pax_header_block(len(data)), data, _ZERO_BLOCK[: -len(data) % BLOCK], main))
-
-
-def padding(size: int) -> bytes:
-    """Zero bytes that fill a member of ``size`` bytes up to a whole block."""
-    return _ZERO_BLOCK[: -size % BLOCK]
-
-
-END_OF_ARCHIVE = bytes(2 * BLOCK)
 
 
 class TarReader:
