@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drivebay.fs.backing import mount_holding
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -87,9 +89,26 @@ def phase_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     return {name: round(seconds, 3) for name, seconds in spent.items() if seconds >= 0.0005}
 
 
-def drop_caches() -> str | None:
-    """Drop the page cache for a cold read; ``None`` on success, else why it was not permitted."""
-    os.sync()
+def _loop_backing_file(path: Path) -> Path | None:
+    """The image file behind the loop device holding ``path``, if it is on one."""
+    entry = mount_holding(path)
+    if entry is None or not entry.source.startswith("/dev/loop"):
+        return None
+    backing = Path("/sys/block") / Path(entry.source).name / "loop" / "backing_file"
+    return Path(backing.read_text(encoding="utf-8").strip()) if backing.exists() else None
+
+
+def drop_caches(path: Path) -> str | None:
+    """Drop the page cache for a cold read of ``path``'s filesystem; ``None`` on success, else why not permitted.
+
+    Only that filesystem, and the image file of its loop device (written through the
+    host's page cache), are written back first: a global sync would also wait for every
+    other writer on the machine, and their dirty pages are not ours to drop.
+    """
+    subprocess.run(["sync", "-f", str(path)], check=True)
+    image = _loop_backing_file(path)
+    if image is not None:
+        subprocess.run(["sync", str(image)], check=True)
     try:
         with open("/proc/sys/vm/drop_caches", "w", encoding="ascii") as f:
             f.write("3\n")

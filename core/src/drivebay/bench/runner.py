@@ -104,6 +104,7 @@ def _run_one(env: BenchEnv, workload_cls: type[Workload], repeat: int, result: R
     result.iterations = workload_cls.iterations
     for index in range(repeat):
         workload = workload_cls()
+        workload.last_run = index == repeat - 1
         reason = workload.unsupported(env)
         if reason:
             result.status, result.reason = "n/a", reason

@@ -44,10 +44,30 @@ def small_image(env: BenchEnv) -> Path:
     return env.data.run.cached("small-image.tar", lambda path: write_one_layer_image(env.data.small_tar, path, TAG))
 
 
+def _remove_store(env: BenchEnv, store_root: Path) -> None:
+    stores = open_stores(store_root, env.driver.state, env.driver)
+    for container in stores.containers.containers():
+        stores.containers.remove(container.name)
+    for image in stores.images.images():
+        stores.images.remove(image.id)
+    run_quiet("rm", "-rf", str(store_root))
+
+
+def loaded_store(env: BenchEnv) -> list[Path]:
+    """The layer store in which image-load's last run loaded the image, handed on for commit to use."""
+
+    def release(pool: list[Path]) -> None:
+        for store_root in pool:
+            _remove_store(env, store_root)
+
+    return env.shared("loaded-store", list, release)
+
+
 class ImageLoad(Workload):
     name = "image-load"
     description = "image load of a one-layer image of ~50,000 small files (verify, keep the tar, extract)"
     reference = "tar -xf"
+    shares = ("loaded-store",)
 
     def setup(self, env: BenchEnv) -> None:
         self.archive = small_image(env)
@@ -62,19 +82,27 @@ class ImageLoad(Workload):
         run_quiet("tar", "--numeric-owner", "-xf", str(env.data.small_tar), "-C", str(self.dest))
 
     def teardown(self, env: BenchEnv) -> None:
-        stores = open_stores(self.store_root, env.driver.state, env.driver)
-        for image in stores.images.images():
-            stores.images.remove(image.id)
         super().teardown(env)
-        for path in (self.store_root, self.dest):
-            run_quiet("rm", "-rf", str(path))
+        run_quiet("rm", "-rf", str(self.dest))
+        # Only the last run's store is handed on: the layer table is shared, so a store kept
+        # earlier would make the next load find its layer already there.
+        stores = open_stores(self.store_root, env.driver.state, env.driver)
+        if self.last_run and any(TAG in image.tags for image in stores.images.images()):
+            loaded_store(env).append(self.store_root)
+        else:
+            _remove_store(env, self.store_root)
 
 
 def _commit_store(env: BenchEnv) -> Path:
-    """A layer store holding the loaded image and a container on it with 1,000 files rewritten."""
-    store_root = env.scratch_dir("store")
-    stores = open_stores(store_root, env.driver.state, env.driver)
-    load_archive(small_image(env), stores.images, LoadProgress())
+    """A layer store holding the loaded image (image-load's, when it ran) and a container with 1,000 files rewritten."""
+    pool = loaded_store(env)
+    if pool:
+        store_root = pool.pop()
+        stores = open_stores(store_root, env.driver.state, env.driver)
+    else:
+        store_root = env.scratch_dir("store")
+        stores = open_stores(store_root, env.driver.state, env.driver)
+        load_archive(small_image(env), stores.images, LoadProgress())
     stores.containers.create("bench-commit", TAG)
     view = stores.containers.mount("bench-commit")
     try:
@@ -84,25 +112,15 @@ def _commit_store(env: BenchEnv) -> Path:
     return store_root
 
 
-def _remove_commit_store(env: BenchEnv, store_root: Path) -> None:
-    stores = open_stores(store_root, env.driver.state, env.driver)
-    stores.containers.remove("bench-commit")
-    for image in stores.images.images():
-        stores.images.remove(image.id)
-    run_quiet("rm", "-rf", str(store_root))
-
-
 class CommitAfterChanges(Workload):
     name = "commit-after-changes"
     description = "container commit after changing 1,000 files on a 50,000-file image"
     reference = "tar --sort=name -cf of the changed files"
-    shares = ("commit-store",)
+    shares = ("loaded-store", "commit-store")
 
     def setup(self, env: BenchEnv) -> None:
         # Commit only reads the container; each run's new image is removed in teardown, so every run stores anew.
-        self.store_root = env.shared(
-            "commit-store", lambda: _commit_store(env), lambda root: _remove_commit_store(env, root)
-        )
+        self.store_root = env.shared("commit-store", lambda: _commit_store(env), lambda root: _remove_store(env, root))
         self.out = env.scratch_dir("commit")
         self.list_file = changed_list(env)
         self.source = env.data.small_tree

@@ -41,7 +41,7 @@ class ReadStackWarm(Workload):
 
     def before_timed(self, env: BenchEnv, reference: bool) -> None:
         if self.cold:
-            note = drop_caches()
+            note = drop_caches(self.plain)
             if note and note not in self.notes:
                 self.notes.append(note)
 
