@@ -126,7 +126,7 @@ def test_truncated_tar_is_invalid(layout: tuple[Path, Path]) -> None:
 
 
 def test_nul_in_a_pax_path_ends_the_name_inside_the_root(layout: tuple[Path, Path]) -> None:
-    # libarchive (like bsdtar) reads a PAX path up to its first NUL; what is left is checked like any name.
+    # Like bsdtar, apply reads a PAX path up to its first NUL; what is left is checked like any name.
     root, _ = layout
     data = encode_header(Header(name="a\x00b" + "c" * 120, type=b"0")) + bytes(1024)
     apply_layer_tar(io.BytesIO(data), root, WhiteoutFormat.DELETE)
