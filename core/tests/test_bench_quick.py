@@ -60,6 +60,15 @@ def test_quick_bench_json_has_every_combination_with_positive_ratios(tmp_path: P
     assert vfs_apply and "graph_apply_diff" in vfs_apply[0]["hooks"], "per-hook timings must reach the JSON"
     assert "| driver |" in result.stdout
 
+    phases = document["phases"]
+    assert {"datagen", "provision", "setup", "fixtures", "timed", "teardown"} <= set(phases["totals"])
+    assert set(phases["by_fs"]) == {"tmpfs", loop_fs}
+    assert sum(phases["totals"].values()) <= phases["wall_s"] + 0.01
+    assert "bench took" in result.stdout
+    for r in ok:
+        assert r["iterations"] == (20 if r["workload"].startswith(("mount-", "create-")) else 1)
+        assert r["phases"], "each result says where its time went"
+
 
 def test_unknown_names_are_usage_errors(tmp_path: Path) -> None:
     for args, word in (
