@@ -127,9 +127,10 @@ def _run_one(env: BenchEnv, workload_cls: type[Workload], repeat: int, result: R
                                 entry = result.hooks.setdefault(hook, {"calls": 0, "seconds": 0.0})
                                 entry["calls"] += totals["calls"]
                                 entry["seconds"] += totals["seconds"]
-                            if iteration == 0:
-                                # The smallest footprint seen after a run: layers a workload hands on to
-                                # another (apply to remove) are still there after the earlier runs.
+                            if iteration == 0 and index in (0, repeat - 1):
+                                # The smallest footprint seen after the first or last run: layers handed on
+                                # from apply to remove are there after every run of apply but the first,
+                                # and after every run of remove but the last.
                                 usage = disk_usage(env.driver.home)
                                 if not result.disk or usage["du_bytes"] < result.disk["du_bytes"]:
                                     result.disk = usage

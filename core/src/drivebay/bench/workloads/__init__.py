@@ -307,8 +307,8 @@ class Workload:
 
     def __init__(self) -> None:
         self.notes: list[str] = []
+        # The runner sets it for the last repetition: what that leaves may be handed on to another workload.
         self.last_run = False
-        """Set by the runner for the last repetition: what it leaves may be handed on to another workload."""
 
     def unsupported(self, env: BenchEnv) -> str | None:
         """Why this workload cannot run for this driver here, or ``None``."""
