@@ -4,24 +4,29 @@
     python bench/bench_btrfs.py create     # child of a 50,000-file layer vs a bare `btrfs subvolume snapshot`
     python bench/bench_btrfs.py diff       # diff after 1,000 changed files on a 50,000-file image vs naive diff
 
-Each runs on its own loop-mounted btrfs and prints the median of several runs.
+Each runs on its own loop-mounted btrfs. Driver and reference runs alternate
+(the reference first in every other round), and each figure is the median of
+the runs, in wall time and in CPU time (this process and its children).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-from drivebay import archive
+from drivebay.bench.datagen import rewrite_files, write_stdlib_like_tree
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs import btrfs
 from drivebay.fs.loopfs import scratch_filesystem
@@ -30,6 +35,35 @@ from drivebay.state import StateDB
 
 FILES = 50_000
 CHANGED = 1_000
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@dataclass
+class Series:
+    """Wall and CPU seconds of the runs of one thing."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def time(self, action: Callable[[], object]) -> None:
+        cpu, wall = _cpu_seconds(), time.perf_counter()
+        action()
+        self.wall.append(time.perf_counter() - wall)
+        self.cpu.append(_cpu_seconds() - cpu)
+
+    def describe(self) -> str:
+        wall, cpu = statistics.median(self.wall), statistics.median(self.cpu)
+        return f"wall median {wall * 1000:8.2f} ms (min {min(self.wall) * 1000:8.2f}), cpu median {cpu * 1000:8.2f} ms"
+
+    def ratio_to(self, reference: Series) -> str:
+        wall = statistics.median(self.wall) / statistics.median(reference.wall)
+        cpu = statistics.median(self.cpu) / statistics.median(reference.cpu)
+        return f"{wall:.3f}x wall, {cpu:.3f}x cpu (ratios of medians)"
 
 
 def _median(samples: list[float]) -> float:
@@ -78,82 +112,140 @@ def _open_driver(root: Path) -> GraphDriver:
     return GraphDriver(loaded, root / "btrfs", StateDB.for_root(root), {})
 
 
-def _image(graph: GraphDriver, files: int) -> Path:
-    """A read-only layer of ``files`` files, filled in place (as apply_diff would) and sealed."""
+def _image(graph: GraphDriver, fill: Callable[[Path], object]) -> Path:
+    """A read-only layer filled in place by ``fill`` (as apply_diff would) and sealed; its path."""
     graph.create_rw("fill", None)
-    root = graph.get("fill")
-    _fill(root, files)
-    graph.put("fill")
+    with graph.mounted("fill") as root:
+        fill(root)
     graph.create("image", "fill")
-    btrfs.sync(root)
-    return root
+    with graph.mounted("image") as image:
+        return image
+
+
+def _alternating(runs: int, first: Callable[[], None], second: Callable[[], None]) -> None:
+    """Run both ``runs`` times, ``second`` first in every other round, so neither always follows the other."""
+    for i in range(runs):
+        for action in (first, second) if i % 2 == 0 else (second, first):
+            action()
 
 
 def bench_create(runs: int) -> None:
     with scratch_filesystem("btrfs", size_mb=4096) as mnt:
         graph = _open_driver(mnt)
-        _image(graph, FILES)
-        image = Path(graph.get("image"))
-        graph.put("image")
-        driver, bare = [], []
-        for i in range(runs):
-            driver.append(_timed(partial(graph.create_rw, f"c{i}", "image")))
-            bare.append(_timed(partial(_cli, "subvolume", "snapshot", str(image), str(mnt / f"bare{i}"))))
-        d, b = _median(driver), _median(bare)
-        print(
-            f"driver create_rw child of {FILES}-file layer: median {d * 1000:.2f} ms, min {min(driver) * 1000:.2f} ms"
-        )
-        print(f"bare `btrfs subvolume snapshot`:            median {b * 1000:.2f} ms, min {min(bare) * 1000:.2f} ms")
-        print(f"ratio {d / b:.2f}x of medians, {min(driver) / min(bare):.2f}x of minimums (target <= 1.5x)")
+        image = _image(graph, partial(_fill, files=FILES))
+        driver, bare = Series(), Series()
+        names = iter(range(1_000_000))
+
+        def create() -> None:
+            # Each timed snapshot commits a transaction; commit what is pending first (untimed), so it
+            # commits only its own work and not what the previous run left (SQLite's WAL, a subvolume).
+            btrfs.sync(mnt)
+            driver.time(partial(graph.create_rw, f"c{next(names)}", "image"))
+
+        def snapshot() -> None:
+            btrfs.sync(mnt)
+            bare.time(partial(_cli, "subvolume", "snapshot", str(image), str(mnt / f"bare{next(names)}")))
+
+        _alternating(runs, create, snapshot)
+        print(f"child of a {FILES}-file layer, {runs} runs each")
+        print(f"  driver create_rw (facade):       {driver.describe()}")
+        print(f"  bare `btrfs subvolume snapshot`: {bare.describe()}")
+        print(f"  ratio {driver.ratio_to(bare)}; {min(driver.wall) / min(bare.wall):.2f}x of minimums (target <= 1.5x)")
         graph.state.close()
 
 
-CHANGE_PATTERNS = {
+def _stdlib_like(root: Path) -> None:
+    write_stdlib_like_tree(root, FILES, seed=1)
+
+
+def _small_files_changed(names: list[tuple[str, str]], root: Path, run: int) -> None:
+    for directory, name in names:
+        (root / directory / name).write_bytes(b"changed %d" % run)
+
+
+def _stdlib_like_changed(root: Path, run: int) -> None:
+    files = sorted(p.relative_to(root) for p in root.rglob("*.py"))
+    rewrite_files([root / p for p in random.Random(run).sample(files, CHANGED)], seed=run)
+
+
+@dataclass(frozen=True)
+class DiffCase:
+    """An image, and the change made to a fresh container of it in each run."""
+
+    describe: str
+    fill: Callable[[Path], object]
+    change: Callable[[Path, int], object]
+
+
+DIFF_CASES = {
+    # drivebay bench's diff-vs-naive data: stdlib-like sizes (median 4 KiB), 1,000 random files rewritten.
+    "stdlib": DiffCase("1,000 random files rewritten, stdlib-like sizes", _stdlib_like, _stdlib_like_changed),
     # Every 50th file: touches nearly every tree leaf, the worst case for a generation search.
-    "spread": [(f"d{i // 500:03d}", f"f{i:05d}") for i in range(0, FILES, FILES // CHANGED)],
+    "spread": DiffCase(
+        "every 50th small file rewritten",
+        partial(_fill, files=FILES),
+        partial(_small_files_changed, [(f"d{i // 500:03d}", f"f{i:05d}") for i in range(0, FILES, FILES // CHANGED)]),
+    ),
     # Two directories rewritten, as a package upgrade does.
-    "clustered": [(f"d{i // 500:03d}", f"f{i:05d}") for i in range(10_000, 10_000 + CHANGED)],
+    "clustered": DiffCase(
+        "two directories of small files rewritten",
+        partial(_fill, files=FILES),
+        partial(_small_files_changed, [(f"d{i // 500:03d}", f"f{i:05d}") for i in range(10_000, 10_000 + CHANGED)]),
+    ),
 }
 
 
-def _diff_to(graph: GraphDriver, out: BinaryIO, native: bool) -> None:
+def _diff_to(out: BinaryIO, action: Callable[[BinaryIO], object]) -> None:
     out.seek(0)
     out.truncate()
-    if native:
-        graph.diff("container", out)
-        return
-    with graph.mounted("container") as root, graph.mounted("image") as parent_root:
-        archive.write_changes_tar(out, root, archive.naive_changes(root, parent_root))
+    action(out)
 
 
-def bench_diff(runs: int) -> None:
-    for pattern, paths in CHANGE_PATTERNS.items():
-        with scratch_filesystem("btrfs", size_mb=4096) as mnt:
+def bench_diff(runs: int, cases: list[str]) -> None:
+    """Per run: a fresh container, the change, then the native diff and the naive one.
+
+    Native first: the naive walk reads every directory, and the atime updates
+    that makes would be found (and discarded) by a later native diff. The
+    native diff runs right after the writes, so its first step (``BTRFS_IOC_SYNC``:
+    write back the new data, commit) is timed apart as ``commit``; ``native``
+    includes it. ``settled`` is a native diff of a second container whose
+    writes were committed before timing (what the diff costs when the kernel's
+    own 30-second commit has already run).
+    """
+    for name in cases:
+        case = DIFF_CASES[name]
+        with scratch_filesystem("btrfs", size_mb=4096) as mnt, tempfile.TemporaryFile() as out:
             graph = _open_driver(mnt)
-            _image(graph, FILES)
-            graph.create_rw("container", "image")
-            with graph.mounted("container") as root:
-                for directory, name in paths:
-                    (root / directory / name).write_bytes(b"changed")
-            with tempfile.TemporaryFile() as out:
-                # The first native diff also waits for the just-written data to reach the disk.
-                first = _timed(partial(_diff_to, graph, out, True))
-                native = [_timed(partial(_diff_to, graph, out, True)) for _ in range(runs)]
-                native_size = out.tell()
-                naive = [_timed(partial(_diff_to, graph, out, False)) for _ in range(runs)]
-                assert out.tell() == native_size, "native and naive tars differ in size"
-            changes = graph.changes("container")
-            assert changes == graph.naive_changes("container", "image"), "native changes differ from naive"
-            n, v = _median(native), _median(naive)
-            print(f"[{pattern}] {len(changes)} changes ({CHANGED} files changed) on a {FILES}-file image")
-            print(
-                f"  native diff: first {first * 1000:.1f} ms, median {n * 1000:.1f} ms; naive: median {v * 1000:.1f} ms"
-            )
-            print(f"  minimums: native {min(native) * 1000:.1f} ms, naive {min(naive) * 1000:.1f} ms")
-            print(
-                f"  ratio {n / v:.3f}x of medians, {min(native) / min(naive):.3f}x of minimums, "
-                f"first run {first / v:.3f}x (target <= 0.1x)"
-            )
+            _image(graph, case.fill)
+            commit, native, settled, naive = Series(), Series(), Series(), Series()
+            size = None
+            for run in range(runs):
+                settled_layer, pending = f"settled{run}", f"pending{run}"
+                for layer in (settled_layer, pending):
+                    graph.create_rw(layer, "image")
+                    with graph.mounted(layer) as root:
+                        case.change(root, run)
+                        if layer == settled_layer:
+                            # Commits the whole filesystem, so before the pending container is written.
+                            btrfs.sync(root)
+                with graph.mounted(pending) as root:
+                    commit.time(partial(btrfs.sync, root))
+                native.time(partial(_diff_to, out, partial(graph.diff, pending)))
+                native.wall[-1] += commit.wall[-1]
+                native.cpu[-1] += commit.cpu[-1]
+                size = out.tell()
+                settled.time(partial(_diff_to, out, partial(graph.diff, settled_layer)))
+                naive.time(partial(_diff_to, out, partial(graph.naive_diff, pending, "image")))
+                assert out.tell() == size, "native and naive tars differ in size"
+                assert graph.changes(pending) == graph.naive_changes(pending, "image"), "native changes differ"
+            print(f"[{name}] {case.describe} on a {FILES}-file image, {runs} runs; tar {size} bytes")
+            print(f"  commit first (BTRFS_IOC_SYNC): {commit.describe()}")
+            print(f"  native diff incl. commit:      {native.describe()}")
+            print(f"  native diff, settled:          {settled.describe()}")
+            print(f"  naive diff:                    {naive.describe()}")
+            share = _median(commit.wall) / _median(native.wall)
+            print(f"  native / naive: {native.ratio_to(naive)}; the commit is {share:.0%} of native wall")
+            print(f"  settled / naive: {settled.ratio_to(naive)} (target <= 0.1x)")
             graph.state.close()
 
 
@@ -161,11 +253,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("tools", "create", "diff"))
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--case", choices=list(DIFF_CASES), action="append", help="diff only: data set (repeatable)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("benchmarks loop-mount btrfs: run as root", file=sys.stderr)
         return 1
-    {"tools": bench_tools, "create": bench_create, "diff": bench_diff}[args.what](args.runs)
+    if args.what == "diff":
+        bench_diff(args.runs, args.case or list(DIFF_CASES))
+    else:
+        {"tools": bench_tools, "create": bench_create}[args.what](args.runs)
     return 0
 
 

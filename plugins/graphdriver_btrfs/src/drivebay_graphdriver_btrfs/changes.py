@@ -30,15 +30,11 @@ from drivebay.fs import btrfs
 from drivebay.hookspecs.graph import Change, ChangeKind
 
 
-def _lstat(root: Path, rel: str) -> os.stat_result | None:
+def _lstat(path: str) -> os.stat_result | None:
     try:
-        return os.lstat(f"{root}{rel}")
+        return os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
-
-
-def _differs(child_root: Path, parent_root: Path, rel: str, new: os.stat_result, old: os.stat_result) -> bool:
-    return entry_changed(f"{child_root}{rel}", new, f"{parent_root}{rel}", old)
 
 
 def _join(rel: str, name: str) -> str:
@@ -49,24 +45,32 @@ class _Comparison:
     """Compares candidate paths of a child tree with the parent tree."""
 
     def __init__(self, child_root: Path, parent_root: Path) -> None:
-        self.child_root = child_root
-        self.parent_root = parent_root
+        self.child_root = str(child_root)
+        self.parent_root = str(parent_root)
         self.changes: dict[str, ChangeKind] = {}
         self._both_dirs: dict[str, bool] = {"": True}
+        # Each path is looked at up to three times (as a directory, for its entries, as a
+        # candidate); one lstat per tree serves them all, halving the system calls.
+        self._stats: dict[str, tuple[os.stat_result | None, os.stat_result | None]] = {}
+
+    def stats(self, rel: str) -> tuple[os.stat_result | None, os.stat_result | None]:
+        """``rel``'s lstat in the child and in the parent (``None``: absent)."""
+        pair = self._stats.get(rel)
+        if pair is None:
+            pair = self._stats[rel] = (_lstat(self.child_root + rel), _lstat(self.parent_root + rel))
+        return pair
 
     def dir_in_both(self, rel: str) -> bool:
         """Whether ``rel`` and each of its ancestors is a directory in both trees."""
         known = self._both_dirs.get(rel)
         if known is None:
-            head = rel.rpartition("/")[0]
-            new = _lstat(self.child_root, rel)
-            old = _lstat(self.parent_root, rel)
+            new, old = self.stats(rel)
             known = (
-                self.dir_in_both(head)
-                and new is not None
+                new is not None
                 and old is not None
                 and stat.S_ISDIR(new.st_mode)
                 and stat.S_ISDIR(old.st_mode)
+                and self.dir_in_both(rel.rpartition("/")[0])
             )
             self._both_dirs[rel] = known
         return known
@@ -78,8 +82,8 @@ class _Comparison:
         adding, removing or renaming an entry changes its ctime (which nothing
         can set back) and its size, so listing it again would be wasted.
         """
-        new = os.lstat(f"{self.child_root}{rel}")
-        old = os.lstat(f"{self.parent_root}{rel}")
+        new, old = self.stats(rel)
+        assert new is not None and old is not None, "called for directories in both trees only"
         return (new.st_ctime_ns, new.st_mtime_ns, new.st_size) == (old.st_ctime_ns, old.st_mtime_ns, old.st_size)
 
     def add_tree(self, rel: str) -> None:
@@ -99,8 +103,7 @@ class _Comparison:
         """Classify one candidate; paths under a replaced or new directory are covered by it."""
         if rel in self.changes or not self.dir_in_both(rel.rpartition("/")[0]):
             return
-        new = _lstat(self.child_root, rel)
-        old = _lstat(self.parent_root, rel)
+        new, old = self.stats(rel)
         if new is None:
             if old is not None:
                 self.changes[rel] = ChangeKind.DELETE
@@ -111,7 +114,7 @@ class _Comparison:
             else:
                 self.changes[rel] = ChangeKind.ADD
             return
-        if _differs(self.child_root, self.parent_root, rel, new, old):
+        if entry_changed(self.child_root + rel, new, self.parent_root + rel, old):
             self.changes[rel] = ChangeKind.MODIFY
             if stat.S_ISDIR(new.st_mode) and not stat.S_ISDIR(old.st_mode):
                 for name in os.listdir(f"{self.child_root}{rel}"):

@@ -196,9 +196,24 @@ class BtrfsDriver:
         child_info = btrfs.subvolume_info(child)
         origin_info = btrfs.subvolume_info(origin)
         # Valid only against the subvolume this one was snapshotted from, unchanged since.
-        if child_info.parent_uuid != origin_info.uuid or origin_info.generation > child_info.otransid:
+        if child_info.parent_uuid != origin_info.uuid or not self._unchanged_since(origin, origin_info, child_info):
             return None
         return snapshot_changes(child, origin, child_info.otransid)
+
+    @staticmethod
+    def _unchanged_since(origin: Path, origin_info: btrfs.SubvolumeInfo, child_info: btrfs.SubvolumeInfo) -> bool:
+        """Whether ``origin``'s files are as they were when ``child`` was snapshotted from it.
+
+        A newer generation alone does not say so: every snapshot of the origin
+        (a second container of the same image) rewrites its root node, and so
+        its generation, without changing a file. Any change to a file or a
+        directory writes that inode's item, so none written since means none
+        made; the search reads only tree blocks written since, so it costs next
+        to nothing when only the root node was.
+        """
+        if origin_info.generation <= child_info.otransid:
+            return True
+        return not btrfs.inodes_changed_since(origin, child_info.otransid)
 
     @hookimpl
     def graph_changes(self, layer_id: str, parent: str | None) -> list[Change] | None:
