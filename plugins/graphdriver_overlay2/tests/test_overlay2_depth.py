@@ -1,4 +1,4 @@
-"""Deep stacks: 500 lowers through the new mount API, clear failures past it, and moby's 128 through mount(2)."""
+"""Deep stacks: moby's 128 through one mount(2), 500 lowers through the new mount API, clear failures past it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from drivebay.errors import DepthLimitExceeded, MountError
 from drivebay.facades.graph import GraphDriver
-from drivebay.fs.mounts import is_mountpoint, unmount
+from drivebay.fs.mounts import is_mountpoint, mounts_under, unmount
 from drivebay.testing.graphs import OpenGraph
 from drivebay.testing.tars import layer_tar
 from drivebay_graphdriver_overlay2.mounting import PAGE_SIZE, KernelOverlay, OverlayStack
@@ -44,6 +44,9 @@ def test_500_lowers_mount_and_show_the_bottom_layer(open_overlay2: OpenGraph) ->
         assert (path / "file1").read_text() == "1"
         assert (path / f"file{MAX}").read_text() == str(MAX)
         assert len(os.listdir(path)) == MAX
+        # Past a page of options, each lower went in by its own fsconfig call, with its path relative to the home.
+        (entry,) = mounts_under(path)
+        assert entry.super_options.count("lowerdir+=l/") == MAX - 1
     finally:
         driver.loaded.hook.graph_put(layer_id=top)
     assert not is_mountpoint(path)
@@ -78,7 +81,30 @@ def test_500_deep_chain_through_the_facade_and_501_refused(open_overlay2: OpenGr
     assert not driver.exists("too-deep")
 
 
-def test_mount_2_fallback_fits_moby_128_with_relative_paths(open_overlay2: OpenGraph) -> None:
+def test_moby_128_mount_through_one_mount_2_with_relative_paths(open_overlay2: OpenGraph) -> None:
+    driver = open_overlay2()
+    top = _hook_chain(driver, 128, read_only_top=False)
+    stack = OverlayStack(
+        driver.home, tuple((driver.home / top / "lower").read_text().split(":")), f"{top}/diff", f"{top}/work"
+    )
+    assert len(",".join(stack.options())) > PAGE_SIZE, "absolute paths would not fit one page"
+    assert len(stack.relative_data) < PAGE_SIZE
+    cwd = os.getcwd()
+    target = driver.loaded.hook.graph_get(layer_id=top)
+    try:
+        assert os.getcwd() == cwd
+        # mount(2) shows its one lowerdir= option as given: the short links, relative to the home.
+        (entry,) = mounts_under(target)
+        assert f"lowerdir={':'.join(stack.lowers)}," in entry.super_options
+        assert "lowerdir+=" not in entry.super_options
+        assert (target / "file1").read_text() == "1"
+        (target / "new").write_text("through mount(2)")
+        assert (driver.home / top / "diff" / "new").read_text() == "through mount(2)"
+    finally:
+        driver.loaded.hook.graph_put(layer_id=top)
+
+
+def test_without_lowerdir_append_128_still_mount(open_overlay2: OpenGraph) -> None:
     driver = open_overlay2()
     top = _hook_chain(driver, 128, read_only_top=False)
     legacy = KernelOverlay(userxattr=False)
@@ -86,16 +112,10 @@ def test_mount_2_fallback_fits_moby_128_with_relative_paths(open_overlay2: OpenG
     stack = OverlayStack(
         driver.home, tuple((driver.home / top / "lower").read_text().split(":")), f"{top}/diff", f"{top}/work"
     )
-    assert len(",".join(stack.options())) > PAGE_SIZE, "absolute paths would not fit one page"
-    assert len(",".join(stack.options(relative=True))) < PAGE_SIZE
-    cwd = os.getcwd()
     target = driver.home / top / "merged"
     legacy.mount(stack, target)
     try:
-        assert os.getcwd() == cwd
         assert (target / "file1").read_text() == "1"
-        (target / "new").write_text("through mount(2)")
-        assert (driver.home / top / "diff" / "new").read_text() == "through mount(2)"
     finally:
         unmount(target)
 

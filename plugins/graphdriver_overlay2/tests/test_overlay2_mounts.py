@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from overlay2_testkit import mount_count, require_root
 
-from drivebay.errors import DriverNotSupported, InvalidConfig, LayerNotFound, QuotaNotSupported
+from drivebay.errors import DriverNotSupported, InvalidConfig, LayerNotFound, MountError, QuotaNotSupported
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import is_mountpoint, mount, mounts_under, unmount
 from drivebay.loader import KINDS, load_driver
@@ -169,7 +169,9 @@ def test_hook_graph_status_reports_overlay_facts(overlay2: GraphDriver, backing_
     assert status["Native Overlay Diff"] == "true"
     assert status["Max Depth"] == "500 lower layers"
     assert status["userxattr"] == "false"
-    assert status["Mount Program"] == "kernel overlay (new mount API, lowerdir+)"
+    assert status["Mount Program"] == (
+        "kernel overlay (mount(2) with relative paths up to a page; past it: new mount API, lowerdir+)"
+    )
     if status["Backing Filesystem"] == "xfs":
         assert "is not mounted with prjquota" in status["Quota"]
     else:
@@ -196,10 +198,11 @@ def test_hook_graph_mounts_describes_mounts_that_work(overlay2: GraphDriver, tmp
     (base_mount,) = overlay2.mounts("base")
     assert base_mount == type(base_mount)("bind", str(home / "base" / "diff"), ("rbind", "ro"))
     (image_mount,) = overlay2.mounts("image")
-    assert image_mount.type == "overlay" and image_mount.options[0] == "ro"
+    assert image_mount.type == "overlay" and image_mount.options[:2] == ("ro", "index=off")
     assert not any(o.startswith(("upperdir=", "workdir=")) for o in image_mount.options)
     (c1_mount,) = overlay2.mounts("c1")
-    lowerdir, upperdir, workdir = c1_mount.options
+    index_off, lowerdir, upperdir, workdir = c1_mount.options
+    assert index_off == "index=off", "the driver's own mounts turn the inodes index off, as moby's do"
     assert [Path(p).resolve() for p in lowerdir.removeprefix("lowerdir=").split(":")] == [
         (home / "image" / "diff").resolve(),
         (home / "base" / "diff").resolve(),
@@ -276,3 +279,47 @@ def test_size_on_ext4_is_refused_naming_what_works(ext4_overlay2: GraphDriver) -
         ext4_overlay2.create_rw("c1", None, {"inodes": "10"})
     assert not ext4_overlay2.exists("c1")
     assert not (ext4_overlay2.home / "c1").exists()
+
+
+def test_a_broken_lower_is_a_mount_error_naming_it(overlay2: GraphDriver) -> None:
+    _base(overlay2)
+    overlay2.create_rw("c1", "base")
+    short = (overlay2.home / "base" / "link").read_text()
+    (overlay2.home / "l" / short).unlink()
+    # mount(2) says only ENOENT; the driver replays the options through fsconfig, which names the one refused.
+    with pytest.raises(MountError, match=f"layer 'c1' \\(1 lower layers\\).*lowerdir\\+=l/{short}.*No such file"):
+        overlay2.get("c1")
+    assert overlay2.refcount("c1") == 0
+    assert not is_mountpoint(overlay2.home / "c1" / "merged")
+
+
+def test_a_layer_without_its_diff_dir_is_not_found(overlay2: GraphDriver) -> None:
+    _base(overlay2)
+    overlay2.create_rw("c1", "base")
+    (overlay2.home / "c1" / "diff").rmdir()
+    with pytest.raises(LayerNotFound, match="overlay2 has no layer 'c1'"):
+        overlay2.loaded.hook.graph_get(layer_id="c1")
+    assert not is_mountpoint(overlay2.home / "c1" / "merged")
+
+
+def test_a_layer_made_again_by_another_process_mounts_as_made(open_overlay2: OpenGraph) -> None:
+    first = open_overlay2()
+    _base(first)
+    first.create_from_tar("other", None, io.BytesIO(layer_tar({"other": b"o\n"})))
+    first.create_rw("c1", "base")
+    with first.mounted("c1") as path:
+        (path / "mine").write_bytes(b"1")
+    # Another process makes c1 again: the same parent but read-only, then read-write on another parent.
+    second = open_overlay2()
+    second.remove("c1")
+    second.create("c1", "base")
+    with first.mounted("c1") as path:
+        assert (path / "etc" / "motd").read_bytes() == b"hello\n" and not (path / "mine").exists()
+        with pytest.raises(OSError) as caught:
+            (path / "mine").write_bytes(b"2")
+        assert caught.value.errno == errno.EROFS
+    second.remove("c1")
+    second.create_rw("c1", "other")
+    with first.mounted("c1") as path:
+        assert sorted(os.listdir(path)) == ["other"]
+        (path / "mine").write_bytes(b"3")

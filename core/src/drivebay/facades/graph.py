@@ -50,8 +50,17 @@ CREATE TABLE IF NOT EXISTS graph_mount_refs (
     id TEXT NOT NULL,
     count INTEGER NOT NULL CHECK (count > 0),
     PRIMARY KEY (driver, id)
-)
+) WITHOUT ROWID
 """
+
+_TAKE_REF = (
+    "INSERT INTO graph_mount_refs VALUES (?, ?, 1) ON CONFLICT (driver, id) DO UPDATE SET count = count + 1"
+)
+_TAKE_READY_REF = (
+    "INSERT INTO graph_mount_refs SELECT driver, id, 1 FROM graph_layers WHERE driver=? AND id=? AND state='ready' "
+    "ON CONFLICT (driver, id) DO UPDATE SET count = count + 1"
+)
+
 
 @dataclass(frozen=True)
 class LayerRecord:
@@ -80,8 +89,26 @@ class GraphDriver:
         self.capabilities: GraphCapabilities = self._hook.graph_capabilities()
         home.mkdir(parents=True, exist_ok=True)
         state.ensure_schema(SCHEMA)
+        self._refs_without_rowid()
         self._hook.graph_init(home=home, options=dict(options))
         self.recover()
+
+    def _refs_without_rowid(self) -> None:
+        """Rebuild a root's refcount table made before it was WITHOUT ROWID.
+
+        Keyed by its primary key alone, a refcount change writes one page to the
+        WAL instead of two (table and index): every get and put commits one.
+        """
+        find = "SELECT sql FROM sqlite_master WHERE type='table' AND name='graph_mount_refs'"
+        if "WITHOUT ROWID" in self.state.query(find)[0]["sql"]:
+            return
+        with self.state.transaction() as db:
+            if "WITHOUT ROWID" in db.execute(find).fetchone()["sql"]:
+                return  # another process rebuilt it meanwhile
+            db.execute("ALTER TABLE graph_mount_refs RENAME TO graph_mount_refs_with_rowid")
+            db.execute(SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS graph_mount_refs") :])
+            db.execute("INSERT INTO graph_mount_refs SELECT driver, id, count FROM graph_mount_refs_with_rowid")
+            db.execute("DROP TABLE graph_mount_refs_with_rowid")
 
     # -- registry ---------------------------------------------------------
 
@@ -278,18 +305,16 @@ class GraphDriver:
 
     def get(self, layer_id: str) -> Path:
         """Mount ``layer_id`` (or adopt its mount) and take one reference; returns the merged view."""
-        self._ready_row(layer_id)
-        return self._get(layer_id)
+        return self._get(layer_id, ready_only=True)
 
-    def _get(self, layer_id: str) -> Path:
+    def _get(self, layer_id: str, ready_only: bool = False) -> Path:
+        # The hot path of every mount: one statement both takes the reference and, with ready_only, finds out
+        # whether the layer is ready; a failed mount rolls the reference back with the transaction.
         with self.state.transaction() as db:
-            path = Path(self._hook.graph_get(layer_id=layer_id))
-            db.execute(
-                "INSERT INTO graph_mount_refs VALUES (?, ?, 1) "
-                "ON CONFLICT (driver, id) DO UPDATE SET count = count + 1",
-                (self.name, layer_id),
-            )
-        return path
+            taken = db.execute(_TAKE_READY_REF if ready_only else _TAKE_REF, (self.name, layer_id)).rowcount
+            if not taken:
+                raise LayerNotFound(f"layer '{layer_id}' does not exist in storage driver '{self.name}'")
+            return Path(self._hook.graph_get(layer_id=layer_id))
 
     def put(self, layer_id: str) -> None:
         """Drop one reference to ``layer_id``; the last one unmounts it."""

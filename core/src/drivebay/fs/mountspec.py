@@ -6,22 +6,27 @@ Used where drivebay itself must mount what a driver only describes: the bench's
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 from drivebay.errors import MountError
-from drivebay.fs.mounts import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, mount
+from drivebay.fs.mounts import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, mount, thread_working_directory
 from drivebay.fs.newmount import MOUNT_ATTR_RDONLY, FsContext
 from drivebay.hookspecs.graph import Mount
 
 _ACCESS = ("ro", "rw")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def mount_described(spec: Mount, target: Path) -> None:
-    """Mount ``spec`` at ``target``: a bind, a fuse program, or a kernel filesystem through the new mount API.
+    """Mount ``spec`` at ``target``: a bind, a fuse program, or a kernel filesystem.
 
-    The new API takes one ``fsconfig`` call per option (``lowerdir`` split into
-    ``lowerdir+`` layers), so deep overlay stacks mount past mount(2)'s one-page limit.
+    A kernel filesystem is mounted as containerd does: with mount(2) while its
+    options fit one page; else, for overlay, with the lower directories made
+    relative to their common parent when that fits (in this thread's working
+    directory only); else through the new mount API, one ``fsconfig`` call per
+    option (``lowerdir`` split into ``lowerdir+`` layers), which has no page limit.
     """
     read_only = "ro" in spec.options
     if spec.type == "bind":
@@ -36,7 +41,39 @@ def mount_described(spec: Mount, target: Path) -> None:
         if result.returncode != 0:
             raise MountError(f"{program} could not mount {target}: {result.stderr.strip()}")
         return
-    with FsContext(spec.type) as ctx:
+    flags = MS_RDONLY if read_only else 0
+    data = ",".join(options)
+    if len(data) < PAGE_SIZE:  # the page holds the terminating NUL too
+        mount(spec.source, target, spec.type, flags, data)
+        return
+    compact = _relative_lowers(options)
+    if compact is not None and len(compact[1]) < PAGE_SIZE:
+        directory, data = compact
+        with thread_working_directory(directory):
+            mount(spec.source, target.absolute(), spec.type, flags, data)
+        return
+    _mount_new_api(spec.type, options, target, read_only)
+
+
+def _relative_lowers(options: list[str]) -> tuple[Path, str] | None:
+    """containerd's compactLowerdirOption: the lowers' common parent, and the options with lowers relative to it."""
+    lowerdir = next((o for o in options if o.startswith("lowerdir=")), None)
+    if lowerdir is None:
+        return None
+    lowers = lowerdir.removeprefix("lowerdir=").split(":")
+    if not all(os.path.isabs(lower) for lower in lowers):
+        return None
+    common = os.path.commonpath(lowers)
+    if not all(lower.startswith(common) for lower in lowers):
+        return None  # not normalised (``//``, ``/./``): slicing below would cut at the wrong place
+    # Plain slicing: os.path.relpath costs microseconds a path, hundreds of them on a deep stack.
+    cut = len(common.rstrip("/")) + 1
+    relative = "lowerdir=" + ":".join(lower[cut:] or "." for lower in lowers)
+    return Path(common), ",".join(relative if o is lowerdir else o for o in options)
+
+
+def _mount_new_api(fstype: str, options: list[str], target: Path, read_only: bool) -> None:
+    with FsContext(fstype) as ctx:
         for option in options:
             key, _, value = option.partition("=")
             if key == "lowerdir":

@@ -26,7 +26,7 @@ from drivebay.hookspecs.graph import Change, GraphCapabilities, Mount
 from drivebay.lateinit import SetByInit
 from drivebay.storageopts import layer_size
 from drivebay.units import parse_size_option
-from drivebay_graphdriver_overlay2.layout import Overlay2Layout
+from drivebay_graphdriver_overlay2.layout import MountFacts, Overlay2Layout
 from drivebay_graphdriver_overlay2.mounting import (
     KernelOverlay,
     OverlayMounter,
@@ -78,6 +78,7 @@ class Overlay2Driver:
         self.userxattr = False
         self.native_blocker: str | None = None
         self._quota: LayerQuota | None = None
+        self._stacks: dict[str, tuple[str, bool, OverlayStack]] = {}
 
     @hookimpl
     def graph_capabilities(self) -> GraphCapabilities:
@@ -141,6 +142,7 @@ class Overlay2Driver:
         if not layer_dir.exists():
             self.layout.require(layer_id)
         unmount_all_under(layer_dir)
+        self._stacks.pop(layer_id, None)
         self.layout.unlink(layer_id)
         quota = quota_for(self.layout.home)
         if isinstance(quota, str) or not quota.release(layer_dir):
@@ -152,12 +154,21 @@ class Overlay2Driver:
 
     # -- mounts -----------------------------------------------------------
 
-    def _stack(self, layer_id: str) -> OverlayStack:
-        """The layer's overlay: read-only layers stack their own diff on top of the lowers."""
-        lowers = tuple(self.layout.lowers(layer_id))
-        if self.layout.is_read_only(layer_id):
-            return OverlayStack(self.layout.home, (f"{layer_id}/diff", *lowers))
-        return OverlayStack(self.layout.home, lowers, f"{layer_id}/diff", f"{layer_id}/work")
+    def _stack(self, layer_id: str, facts: MountFacts) -> OverlayStack:
+        """The layer's overlay: read-only layers stack their own diff on top of the lowers.
+
+        Made once per layer and kept while its ``lower`` file and kind stay the same, so a
+        mount does not split, rebuild and re-join hundreds of lower paths each time.
+        """
+        kept = self._stacks.get(layer_id)
+        if kept is not None and kept[0] == facts.lower_text and kept[1] == facts.read_only:
+            return kept[2]
+        if facts.read_only:
+            stack = OverlayStack(self.layout.home, (f"{layer_id}/diff", *facts.lowers))
+        else:
+            stack = OverlayStack(self.layout.home, facts.lowers, f"{layer_id}/diff", f"{layer_id}/work")
+        self._stacks[layer_id] = (facts.lower_text, facts.read_only, stack)
+        return stack
 
     def _is_mounted(self, layer_id: str) -> bool:
         # A mount point's device differs from its parent's: one stat each, no mount table scan per get.
@@ -165,16 +176,18 @@ class Overlay2Driver:
 
     @hookimpl
     def graph_get(self, layer_id: str) -> Path:
-        self.layout.require(layer_id)
-        if not self.layout.lowers(layer_id):
+        facts = self.layout.mount_facts(layer_id)
+        if not facts.lower_text:
+            self.layout.require(layer_id)
             return self.layout.diff(layer_id)
         merged = self.layout.merged(layer_id)
-        if self._is_mounted(layer_id):
+        if facts.mounted:
             return merged
-        stack = self._stack(layer_id)
+        stack = self._stack(layer_id, facts)
         try:
             self.mounter.mount(stack, merged)
         except MountError as exc:
+            self.layout.require(layer_id)  # a layer without its diff/ is not found, rather than unmountable
             raise MountError(
                 f"overlay2 could not mount layer '{layer_id}' ({len(stack.lowers)} lower layers): {exc}"
             ) from exc
@@ -196,13 +209,12 @@ class Overlay2Driver:
     @hookimpl
     def graph_mounts(self, layer_id: str) -> list[Mount] | None:
         self.layout.require(layer_id)
-        read_only = self.layout.is_read_only(layer_id)
-        if not self.layout.lowers(layer_id):
-            return [Mount("bind", str(self.layout.diff(layer_id)), ("rbind", "ro" if read_only else "rw"))]
-        options = self._stack(layer_id).options()
-        if self.userxattr:
-            options.insert(0, "userxattr")
-        if read_only:
+        facts = self.layout.mount_facts(layer_id)
+        if not facts.lower_text:
+            return [Mount("bind", str(self.layout.diff(layer_id)), ("rbind", "ro" if facts.read_only else "rw"))]
+        # The options this driver itself mounts with (index=off, userxattr), so a caller's mount is the same.
+        options = self.mounter.extra_options() + self._stack(layer_id, facts).options()
+        if facts.read_only:
             options.insert(0, "ro")
         return [Mount("overlay", "overlay", tuple(options))]
 

@@ -1,21 +1,20 @@
-"""The ways to mount an overlay stack: kernel overlayfs (new or legacy API) or a mount program.
+"""The ways to mount an overlay stack: kernel overlayfs (mount(2) or the new API) or a mount program.
 
 Every way takes the same :class:`OverlayStack`, so the on-disk layout never
 depends on which one mounted it.
 
-- New mount API with ``lowerdir+`` (Linux 6.8): one ``fsconfig`` call per lower
-  layer, no page limit; overlayfs itself stops at 500 lowers (OVL_MAX_STACK).
-- Legacy ``mount(2)``: all options in one page. Paths relative to the home
-  (``l/<short id>``, 29 bytes a layer) fit 128 lowers, moby's limit; the mount
-  runs in a forked child that changes into the home, so this process's
-  working directory never moves.
+- Kernel overlayfs, with paths relative to the home (``l/<short id>``, 29
+  bytes a layer), in this thread's working directory only
+  (:func:`drivebay.fs.mounts.thread_working_directory`), so the process's never moves:
+  - ``mount(2)`` while the options fit its one page: moby's 128 lowers do. One
+    system call, the cheapest way;
+  - past a page, the new mount API with ``lowerdir+`` (Linux 6.8): one ``fsconfig``
+    call per lower layer, no page limit; overlayfs itself stops at 500 lowers (OVL_MAX_STACK).
 - A mount program (``fuse-overlayfs``), given the same options on its command line.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import os
 import shutil
@@ -35,9 +34,6 @@ KERNEL_MAX_LOWERS = 500
 LEGACY_MAX_LOWERS = 128
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-
 
 @dataclass(frozen=True)
 class OverlayStack:
@@ -48,15 +44,18 @@ class OverlayStack:
     upper: str | None = None
     work: str | None = None
 
-    def absolute(self, relative: str) -> str:
-        return str(self.home / relative)
+    @functools.cached_property
+    def relative_data(self) -> str:
+        """:meth:`options` with relative paths, as mount(2) data; made once per stack (the driver keeps stacks)."""
+        return ",".join(self.options(relative=True))
 
     def options(self, relative: bool = False) -> list[str]:
         """``lowerdir=...``, ``upperdir=...``, ``workdir=...``; absolute paths unless ``relative``."""
-        path = (lambda p: p) if relative else self.absolute
-        options = ["lowerdir=" + ":".join(path(lower) for lower in self.lowers)]
+        # String joins, not pathlib: this runs on every mount, for up to 500 lowers.
+        prefix = "" if relative else f"{self.home}/"
+        options = ["lowerdir=" + prefix + f":{prefix}".join(self.lowers)]
         if self.upper is not None and self.work is not None:
-            options += [f"upperdir={path(self.upper)}", f"workdir={path(self.work)}"]
+            options += [f"upperdir={prefix}{self.upper}", f"workdir={prefix}{self.work}"]
         return options
 
 
@@ -81,35 +80,56 @@ def kernel_parameter(name: str) -> str | None:
 class OverlayMounter(Protocol):
     def describe(self) -> str: ...
 
+    def extra_options(self) -> list[str]:
+        """Options besides the directories (``index=off``, ``userxattr``) that the mounts get."""
+        ...
+
     def mount(self, stack: OverlayStack, target: Path) -> None: ...
 
     def unmount(self, target: Path) -> None: ...
 
 
 class KernelOverlay:
-    """The kernel's overlayfs, through the new mount API when it takes ``lowerdir+``."""
+    """The kernel's overlayfs: mount(2) while the options fit a page, else the new mount API's ``lowerdir+``."""
 
     def __init__(self, userxattr: bool) -> None:
         self.userxattr = userxattr
         # moby turns the inodes index off: it ties an upper dir to one set of lowers, which a re-mount may change.
         self.index_off = kernel_parameter("index") is not None
         self.new_api = lowerdir_append_supported()
+        self._data_prefix = "".join(f"{option}," for option in self.extra_options())
 
     def describe(self) -> str:
-        api = "new mount API, lowerdir+" if self.new_api else "mount(2), relative paths"
-        return f"kernel overlay ({api})"
+        past_a_page = "new mount API, lowerdir+" if self.new_api else "refused"
+        return f"kernel overlay (mount(2) with relative paths up to a page; past it: {past_a_page})"
 
     def extra_options(self) -> list[str]:
         return (["index=off"] if self.index_off else []) + (["userxattr"] if self.userxattr else [])
 
     def mount(self, stack: OverlayStack, target: Path) -> None:
-        if self.new_api:
+        target = target.absolute()
+        data = self._data_prefix + stack.relative_data
+        if len(data) >= PAGE_SIZE:  # the page holds the terminating NUL too
+            if not self.new_api:
+                raise MountError(
+                    f"overlay mount data for {target} is {len(data)} bytes, over the {PAGE_SIZE}-byte page that "
+                    f"mount(2) takes ({len(stack.lowers)} lowers); use a kernel with overlayfs lowerdir+ (Linux 6.8)"
+                )
             self._mount_new_api(stack, target)
-        else:
-            self._mount_legacy(stack, target)
+            return
+        flags = mounts.MS_RDONLY if stack.upper is None else 0
+        try:
+            mounts.mount_relative(stack.home, "overlay", target, "overlay", flags, data)
+        except MountError as exc:
+            if not self.new_api:
+                raise MountError(f"{exc} (paths relative to {stack.home})") from exc
+            # mount(2) tells only an errno; fsconfig names the option it refuses and the kernel's reason.
+            # Replaying the same options there raises that error (or mounts, if the failure has passed).
+            self._mount_new_api(stack, target)
 
     def _mount_new_api(self, stack: OverlayStack, target: Path) -> None:
-        with FsContext("overlay") as ctx:
+        """Mount through ``fsconfig``, one call per option, with the paths relative to the stack's home."""
+        with mounts.thread_working_directory(stack.home), FsContext("overlay") as ctx:
             for option in self.extra_options():
                 key, _, value = option.partition("=")
                 if value:
@@ -117,48 +137,14 @@ class KernelOverlay:
                 else:
                     ctx.set_flag(key)
             for lower in stack.lowers:
-                ctx.set_string("lowerdir+", stack.absolute(lower))
+                ctx.set_string("lowerdir+", lower)
             if stack.upper is not None and stack.work is not None:
-                ctx.set_string("upperdir", stack.absolute(stack.upper))
-                ctx.set_string("workdir", stack.absolute(stack.work))
+                ctx.set_string("upperdir", stack.upper)
+                ctx.set_string("workdir", stack.work)
             ctx.mount(target, MOUNT_ATTR_RDONLY if stack.upper is None else 0)
-
-    def _mount_legacy(self, stack: OverlayStack, target: Path) -> None:
-        data = ",".join(self.extra_options() + stack.options(relative=True))
-        if len(data) >= PAGE_SIZE:
-            raise MountError(
-                f"overlay mount data for {target} is {len(data)} bytes, over the {PAGE_SIZE}-byte page that "
-                f"mount(2) takes ({len(stack.lowers)} lowers); use a kernel with overlayfs lowerdir+ (Linux 6.8)"
-            )
-        mount_in_directory(stack.home, target, data, mounts.MS_RDONLY if stack.upper is None else 0)
 
     def unmount(self, target: Path) -> None:
         mounts.unmount(target)
-
-
-def mount_in_directory(directory: Path, target: Path, data: str, flags: int) -> None:
-    """mount(2) an overlay whose ``data`` holds paths relative to ``directory``.
-
-    A forked child changes into ``directory`` and mounts, as moby's
-    ``mountFrom`` does, so this process's working directory never changes.
-    """
-    target = target.absolute()
-    pid = os.fork()
-    if pid == 0:
-        # The child only changes directory, mounts and exits; it must never return into the caller's code.
-        code = 0
-        try:
-            os.chdir(directory)
-            if _libc.mount(b"overlay", os.fsencode(target), b"overlay", flags, data.encode()) != 0:
-                code = ctypes.get_errno() or 255
-        except OSError as exc:
-            code = exc.errno or 255
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        reason = os.strerror(code) if 0 < code < 255 else f"exit status {code}"
-        raise MountError(f"overlay mount of {target} from {directory} failed: {reason} (options {data[:200]}...)")
 
 
 class ProgramOverlay:
@@ -173,6 +159,9 @@ class ProgramOverlay:
         name = Path(self.program).name
         own = next((line.strip() for line in result.stdout.splitlines() if line.startswith(name)), "")
         return f"{self.program} ({own})" if own else self.program
+
+    def extra_options(self) -> list[str]:
+        return []
 
     def mount(self, stack: OverlayStack, target: Path) -> None:
         result = subprocess.run(
