@@ -818,6 +818,8 @@ static int read_header(Applier *a)
  * components are dropped, so './' is the root itself (no components). */
 static int split_name(Applier *a, const char *name, const char *what, Path *out)
 {
+    if (buf_reserve(&out->s, 0) < 0 || buf_reserve(&out->z, 0) < 0)
+        return fail_nomem(a);
     path_clear(out);
     if (name[0] == '/')
         return fail(a, KIND_UNSAFE, "layer tar %s '%s' is an absolute path; refusing to write outside the layer",
