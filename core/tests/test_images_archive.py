@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,53 @@ def test_a_hostile_layer_is_refused_and_the_layers_below_it_are_not_kept(tmp_pat
             load_archive(archive, stores.images, LoadProgress())
         assert store_snapshot(tmp_path / "root", stores) == EMPTY_STORE
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "root" / "escaped").exists()
+
+
+def _archive_ending_in_its_layer(path: Path, layer: bytes) -> tuple[Path, int]:
+    """A docker-save archive whose last member is its one layer; and that layer's offset in the file."""
+    write_docker_archive(path, [ImageSpec(["example/cut:1"], [layer])])
+    members = archive_members(path)
+    (layer_name,) = json.loads(members["manifest.json"])[0]["Layers"]
+    rewrite_archive(path, {**{n: d for n, d in members.items() if n != layer_name}, layer_name: layer})
+    return path, path.read_bytes().index(layer)
+
+
+def test_an_archive_cut_inside_a_layer_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    layer = layer_tar([Entry(f"f{n}", data=bytes([n]) * 5000) for n in range(40)])
+    path, offset = _archive_ending_in_its_layer(tmp_path / "cut.tar", layer)
+    os.truncate(path, offset + len(layer) // 2)
+    root = tmp_path / "root"
+    with opened_stores(root) as stores:
+        with pytest.raises(InvalidArchive, match="end of data"):
+            load_archive(path, stores.images, LoadProgress())
+        assert store_snapshot(root, stores) == EMPTY_STORE
+
+
+class _CountingProgress(LoadProgress):
+    def __init__(self) -> None:
+        self.images: list[tuple[int, int]] = []
+        self.bytes = 0
+        self.layers = 0
+
+    def start_image(self, label: str, total_bytes: int, layers: int) -> None:
+        self.images.append((total_bytes, layers))
+
+    def advance(self, nbytes: int) -> None:
+        self.bytes += nbytes
+
+    def layer_done(self) -> None:
+        self.layers += 1
+
+
+def test_progress_counts_every_byte_of_every_layer_loaded(tmp_path: Path) -> None:
+    # A layer bigger than one copy chunk, so that progress comes in several steps.
+    big = layer_tar([Entry(f"big/{n:03d}", data=bytes([n]) * 9000) for n in range(100)])
+    layers = [big, layer_tar(BASE_LAYER)]
+    archive = write_docker_archive(tmp_path / "two.tar", [ImageSpec(["example/p:1"], layers)])
+    progress = _CountingProgress()
+    with opened_stores(tmp_path / "root") as stores:
+        load_archive(archive, stores.images, progress)
+        assert [stores.layers.tar_path(c).read_bytes() for c in chain_ids(map(sha256, layers))] == layers
+    total = sum(map(len, layers))
+    assert progress.images == [(total, 2)]
+    assert (progress.bytes, progress.layers) == (total, 2)

@@ -1,19 +1,16 @@
 """Turning a layer blob into an uncompressed temporary tar, with its digests.
 
 A plain tar lying in a file (a ``docker save`` layer, an uncompressed OCI
-blob, a root filesystem to import) is copied by the kernel with
-``copy_file_range`` (a reflink on btrfs and xfs) while a second thread hashes
-it, so the copy costs little more than the hash. A gzip or zstd blob is
-decompressed, hashed and written as it streams.
+blob, a root filesystem to import) is read by offset, hashed and written in
+one pass through one buffer. A gzip or zstd blob is decompressed, hashed and
+written as it streams.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +23,9 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 CHUNK = 1 << 20
-HASH_CHUNK = 4 << 20
+KEEP_CHUNK = 256 << 10
+"""Bytes read, hashed and written at a time by :func:`copy_plain`: small enough to stay in the CPU cache."""
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
-_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
 
 Progress = Callable[[int], None]
 
@@ -51,10 +48,10 @@ class _RegionReader(io.RawIOBase):
         want = min(len(view), self._size - self._pos)
         if want <= 0:
             return 0
-        data = os.pread(self._fd, want, self._offset + self._pos)
-        view[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        # Straight into the caller's buffer: a new bytes object per read costs page faults and a copy.
+        got = os.preadv(self._fd, [view[:want]], self._offset + self._pos)
+        self._pos += got
+        return got
 
 
 @dataclass(frozen=True)
@@ -81,59 +78,39 @@ class Materialized:
     size: int
 
 
-def _hash_region(region: FileRegion, sha: hashlib._Hash, failures: list[BaseException]) -> None:
+def copy_plain(region: FileRegion, dest: Path, progress: Progress | None = None) -> Materialized:
+    """Copy a plain tar to ``dest`` and hash it, in one pass in this thread.
+
+    Each chunk is read into one reused buffer, hashed while it is still in
+    the CPU cache, and written from the same buffer, so the kept tar is
+    exactly the bytes hashed. Measured (``bench/image_load_speed.py``): this
+    costs a fifth less CPU than a ``copy_file_range`` in one thread and a hash
+    in another, which read the whole blob cold a second time; it is no slower
+    than a kernel copy followed by a hash of the copied chunk. A reflink would
+    rarely apply: a member of an image archive starts at a 512-byte offset,
+    not on a filesystem block. ``image load`` runs this beside the apply, so
+    CPU, not another thread, is what it is short of.
+    """
+    sha = hashlib.sha256()
+    buffer = bytearray(KEEP_CHUNK)
+    view = memoryview(buffer)
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         done = 0
         while done < region.size:
-            data = os.pread(region.fd, min(HASH_CHUNK, region.size - done), region.offset + done)
-            if not data:
+            count = os.preadv(region.fd, [view[: min(KEEP_CHUNK, region.size - done)]], region.offset + done)
+            if count == 0:
                 raise InvalidArchive(f"blob ends after {done} of its {region.size} bytes; the archive is truncated")
-            sha.update(data)
-            done += len(data)
-    except BaseException as exc:
-        failures.append(exc)
-
-
-def _kernel_copy(region: FileRegion, out: int, progress: Progress | None) -> None:
-    done = 0
-    use_copy_file_range = True
-    while done < region.size:
-        count = region.size - done
-        try:
-            if use_copy_file_range:
-                moved = os.copy_file_range(region.fd, out, count, region.offset + done, done)
-            else:
-                moved = os.sendfile(out, region.fd, region.offset + done, count)
-        except OSError as exc:
-            if use_copy_file_range and exc.errno in _NO_KERNEL_COPY:
-                # Across filesystems, or a filesystem without it: sendfile still copies in the kernel.
-                use_copy_file_range = False
-                os.lseek(out, done, os.SEEK_SET)
-                continue
-            raise
-        if moved == 0:
-            raise InvalidArchive(f"blob ends after {done} of its {region.size} bytes; the archive is truncated")
-        done += moved
-        if progress is not None:
-            progress(moved)
-
-
-def copy_plain(region: FileRegion, dest: Path, progress: Progress | None = None) -> Materialized:
-    """Copy a plain tar to ``dest`` in the kernel while another thread hashes it."""
-    sha = hashlib.sha256()
-    failures: list[BaseException] = []
-    hasher = threading.Thread(target=_hash_region, args=(region, sha, failures), name="drivebay-hash")
-    hasher.start()
-    try:
-        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            _kernel_copy(region, out, progress)
-        finally:
-            os.close(out)
+            chunk = view[:count]
+            sha.update(chunk)
+            written = 0
+            while written < count:
+                written += os.pwrite(out, chunk[written:], done + written)
+            done += count
+            if progress is not None:
+                progress(count)
     finally:
-        hasher.join()
-    if failures:
-        raise failures[0]
+        os.close(out)
     digest = "sha256:" + sha.hexdigest()
     return Materialized(diff_id=digest, blob_digest=digest, size=region.size)
 

@@ -13,8 +13,8 @@ the driver instead; that gives back the same bytes only if every driver keeps
 every file exactly (sparse holes, xattr order, hardlink choice), which a
 pluggable store cannot promise. Keeping the tar costs the layer's size again
 on disk, but ``image save`` is then byte-identical on every driver, needs no
-mount, and keeping a loaded tar is one kernel copy made while the layer is applied
-(:mod:`drivebay.layers.blobs`).
+mount, and keeping a loaded tar is one copy, hashed as it is made, in a thread
+beside the apply (:meth:`LayerStore.create_from_region`).
 
 Crash safety: a layer row is inserted as ``creating`` (with the owner's PID and
 the cache ID) before the driver is touched, so whatever a killed process left
@@ -274,9 +274,9 @@ class LayerStore:
         """Create the claimed layer from a plain tar in a file, keeping a copy, verified as it goes.
 
         The driver applies straight from ``region`` while a second thread copies
-        and hashes it (the copy is the layer's kept tar), so verifying and
-        keeping cost about nothing on two cores. On a digest mismatch the
-        applied layer is left to :meth:`abandon`; nothing becomes visible.
+        and hashes it in one pass (the copy is the layer's kept tar), so on two
+        cores verifying and keeping add little to the apply's time. On a digest
+        mismatch the applied layer is left to :meth:`abandon`; nothing becomes visible.
         """
         temp = self.temp_path()
         copied: list[Materialized] = []

@@ -1,10 +1,11 @@
 """Moving images in and out of the store: ``image load``, ``image import`` and ``image save``.
 
-Loading checks every digest before it extracts anything: each missing layer
-is claimed (so a concurrent load of the same layer waits instead of storing
-it twice), decompressed to a temporary tar and hashed, and only when every
-layer of the image matches its diff ID are the layers created. The images are
-registered together at the end, so a failure registers nothing.
+Loading claims each missing layer first (so a concurrent load of the same
+layer waits instead of storing it twice). A plain layer is applied straight
+from the archive while another thread keeps and hashes it; a compressed one
+is decompressed to a temporary tar and verified before it is applied. A layer
+whose digest does not match is removed before anything names it, and the
+images are registered together at the end, so a failure registers nothing.
 """
 
 from __future__ import annotations
