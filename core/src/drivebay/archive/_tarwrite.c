@@ -784,7 +784,8 @@ static int list_dir(TarWriter *w, int fd, enum whiteouts fmt, Listing *l) {
     }
     for (size_t i = 0; i < l->count; i++)
         l->items[i].name = l->pool.data + l->items[i].offset;
-    qsort(l->items, l->count, sizeof *l->items, compare_children);
+    if (l->count)
+        qsort(l->items, l->count, sizeof *l->items, compare_children);
     return 0;
 }
 
