@@ -156,6 +156,8 @@ def main() -> int:
                 )
             )
         if args.only != "diff":
+            if not ours_tar.exists():
+                ours_diff()  # the layer tar to apply, untimed
             results.append(
                 (
                     "apply (apply_layer_tar vs tar -xf)           ",

@@ -151,11 +151,16 @@ typedef struct {
 } StrEntry;
 
 typedef struct {
+    uint32_t index; /* entry index + 1; 0 is empty */
+    uint32_t tag;   /* the hash's high half: most probes end here, without reading the entry */
+} Slot;
+
+typedef struct {
     Buf arena;
     StrEntry *entries;
     size_t count, cap;
-    uint32_t *slots; /* entry index + 1; 0 is empty */
-    size_t nslots;   /* a power of two */
+    Slot *slots;
+    size_t nslots; /* a power of two */
 } StrSet;
 
 static uint64_t fnv1a(const char *s, size_t n)
@@ -166,26 +171,30 @@ static uint64_t fnv1a(const char *s, size_t n)
     return h;
 }
 
-static long strset_find(const StrSet *set, const char *s, size_t n)
+static long strset_lookup(const StrSet *set, const char *s, size_t n, uint64_t h)
 {
     if (!set->nslots)
         return -1;
-    uint64_t h = fnv1a(s, n);
     for (size_t i = h & (set->nslots - 1);; i = (i + 1) & (set->nslots - 1)) {
-        uint32_t slot = set->slots[i];
-        if (!slot)
+        Slot slot = set->slots[i];
+        if (!slot.index)
             return -1;
-        const StrEntry *e = &set->entries[slot - 1];
-        if (e->hash == h && e->len == n && memcmp(set->arena.p + e->off, s, n) == 0)
-            return (long)slot - 1;
+        if (slot.tag != (uint32_t)(h >> 32))
+            continue;
+        const StrEntry *e = &set->entries[slot.index - 1];
+        if (e->len == n && memcmp(set->arena.p + e->off, s, n) == 0)
+            return (long)slot.index - 1;
     }
 }
 
+static long strset_find(const StrSet *set, const char *s, size_t n) { return strset_lookup(set, s, n, fnv1a(s, n)); }
+
 static void strset_place(StrSet *set, size_t index)
 {
-    for (size_t i = set->entries[index].hash & (set->nslots - 1);; i = (i + 1) & (set->nslots - 1)) {
-        if (!set->slots[i]) {
-            set->slots[i] = (uint32_t)(index + 1);
+    uint64_t h = set->entries[index].hash;
+    for (size_t i = h & (set->nslots - 1);; i = (i + 1) & (set->nslots - 1)) {
+        if (!set->slots[i].index) {
+            set->slots[i] = (Slot){(uint32_t)(index + 1), (uint32_t)(h >> 32)};
             return;
         }
     }
@@ -194,12 +203,13 @@ static void strset_place(StrSet *set, size_t index)
 /* The index of `s`, added if new; -1 when out of memory. */
 static long strset_add(StrSet *set, const char *s, size_t n)
 {
-    long found = strset_find(set, s, n);
+    uint64_t h = fnv1a(s, n);
+    long found = strset_lookup(set, s, n, h);
     if (found >= 0)
         return found;
     if ((set->count + 1) * 2 > set->nslots) {
         size_t nslots = set->nslots ? set->nslots * 2 : 1024;
-        uint32_t *slots = calloc(nslots, sizeof *slots);
+        Slot *slots = calloc(nslots, sizeof *slots);
         if (!slots)
             return -1;
         free(set->slots);
@@ -219,7 +229,7 @@ static long strset_add(StrSet *set, const char *s, size_t n)
     size_t off = set->arena.len;
     if (buf_append(&set->arena, s, n) < 0 || buf_append(&set->arena, "", 1) < 0)
         return -1;
-    set->entries[set->count] = (StrEntry){off, n, fnv1a(s, n)};
+    set->entries[set->count] = (StrEntry){off, n, h};
     strset_place(set, set->count);
     return (long)set->count++;
 }
