@@ -79,11 +79,13 @@ Case = tuple[Callable[[], object], Callable[[], object]]
 """A timed action and the untimed undo that follows it."""
 
 
-def interleaved(cases: dict[str, Case], cycles: int) -> dict[str, dict[str, float]]:
+def interleaved(cases: dict[str, Case], cycles: int, reference: str) -> dict[str, dict[str, float]]:
     """Median wall and thread-CPU seconds of each case's action; its undo runs untimed after it.
 
     Every cycle runs every case once, starting one case later than the cycle
     before, so load from other processes and cache state fall on all alike.
+    ``paired`` is the median, over cycles, of the case's CPU time over the
+    ``reference`` case's in the same cycle: it follows load that drifts during the run.
     """
     names = list(cases)
     wall: dict[str, list[int]] = {name: [] for name in names}
@@ -98,7 +100,11 @@ def interleaved(cases: dict[str, Case], cycles: int) -> dict[str, dict[str, floa
             wall[name].append(wall1 - wall0)
             cpu[name].append(cpu1 - cpu0)
     return {
-        name: {"wall": statistics.median(wall[name]) / 1e9, "cpu": statistics.median(cpu[name]) / 1e9}
+        name: {
+            "wall": statistics.median(wall[name]) / 1e9,
+            "cpu": statistics.median(cpu[name]) / 1e9,
+            "paired": statistics.median(ours / theirs for ours, theirs in zip(cpu[name], cpu[reference], strict=True)),
+        }
         for name in names
     }
 
@@ -161,7 +167,7 @@ def bench_mount(driver: GraphDriver, cycles: int) -> dict[str, dict[str, float]]
         by_bare = overlay_options(merged)
         unmount()
         assert by_driver == by_bare, f"the driver's mount differs from the bare one: {by_driver} vs {by_bare}"
-        return interleaved(cases, cycles)
+        return interleaved(cases, cycles, reference="bare mount(2)")
 
 
 def bench_diff(driver: GraphDriver, workdir: Path, files: int, changed: int, repeat: int) -> dict[str, float]:
@@ -238,11 +244,11 @@ def main() -> None:
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     print(f"graph mount of a {DEPTH}-layer chain, {args.cycles} interleaved cycles (medians):")
     bare = mount_times["bare mount(2)"]
-    print(f"  {'':30s} {'wall ms':>9s} {'cpu ms':>9s} {'wall/bare':>10s} {'cpu/bare':>9s}")
+    print(f"  {'':30s} {'wall ms':>9s} {'cpu ms':>9s} {'wall/bare':>10s} {'cpu/bare':>9s} {'paired cpu':>11s}")
     for name, timing in mount_times.items():
         print(
             f"  {name:30s} {timing['wall'] * 1000:9.3f} {timing['cpu'] * 1000:9.3f} "
-            f"{timing['wall'] / bare['wall']:9.2f}x {timing['cpu'] / bare['cpu']:8.2f}x"
+            f"{timing['wall'] / bare['wall']:9.2f}x {timing['cpu'] / bare['cpu']:8.2f}x {timing['paired']:10.2f}x"
         )
     print("  target: graph mount <= 2x the bare mount(2)")
     if not diff_times:
