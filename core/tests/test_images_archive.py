@@ -251,3 +251,66 @@ def test_progress_counts_every_byte_of_every_layer_loaded(tmp_path: Path) -> Non
     total = sum(map(len, layers))
     assert progress.images == [(total, 2)]
     assert (progress.bytes, progress.layers) == (total, 2)
+
+
+class _MislabelledSpec(ImageSpec):
+    """An image whose config lists the diff IDs of ``claimed`` while its blobs hold ``layers``."""
+
+    def __init__(self, tags: list[str], layers: list[bytes], claimed: list[bytes]) -> None:
+        super().__init__(tags, layers)
+        self.claimed = claimed
+
+    def config(self) -> bytes:
+        return ImageSpec(self.tags, self.claimed).config()
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_a_compressed_layer_that_is_not_its_diff_id_is_refused_and_leaves_nothing(
+    tmp_path: Path, compression: str
+) -> None:
+    spec = _MislabelledSpec(["example/lie:1"], [layer_tar(BASE_LAYER)], claimed=[layer_tar(WHITEOUT_LAYER)])
+    archive = write_oci_archive(tmp_path / "lie.tar", [spec], compression)
+    root = tmp_path / "root"
+    with opened_stores(root) as stores:
+        with pytest.raises(DigestMismatch, match="lists diff ID"):
+            load_archive(archive, stores.images, LoadProgress())
+        assert store_snapshot(root, stores) == EMPTY_STORE
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_a_hostile_layer_stops_the_thread_keeping_its_tar(tmp_path: Path, compression: str) -> None:
+    # Far more data after the hostile member than the keeping thread may get ahead of the apply by.
+    padding = [Entry(f"pad/{n:02d}", data=bytes(1 << 20)) for n in range(24)]
+    hostile = layer_tar([Entry("../escaped", data=b"x"), *padding])
+    archive = write_oci_archive(tmp_path / "hostile.tar", [ImageSpec(["example/h:1"], [hostile])], compression)
+    root = tmp_path / "root"
+    with opened_stores(root) as stores:
+        with pytest.raises(UnsafeArchive):
+            load_archive(archive, stores.images, LoadProgress())
+        assert store_snapshot(root, stores) == EMPTY_STORE
+
+
+@pytest.mark.parametrize(
+    ("compression", "error", "message"),
+    [
+        ("gzip", InvalidArchive, "gzip layer stream is corrupt or truncated"),
+        # A zstd stream cut between frames' blocks reads as a short stream: its digest gives it away.
+        ("zstd", DigestMismatch, "blob content hashes to"),
+    ],
+)
+def test_a_compressed_layer_cut_short_is_refused_for_its_blob_not_its_tar(
+    tmp_path: Path, compression: str, error: type[Exception], message: str
+) -> None:
+    layer = layer_tar([Entry(f"f{n:02d}", data=bytes([n]) * 300_000) for n in range(30)])
+    path = write_oci_archive(tmp_path / "cut.tar", [ImageSpec(["example/cut:1"], [layer])], compression)
+    members = archive_members(path)
+    blob_name = next(
+        n for n, d in members.items() if n.startswith("blobs/") and d[:4] in (b"\x1f\x8b\x08\x00", b"\x28\xb5\x2f\xfd")
+    )
+    members[blob_name] = members[blob_name][: len(members[blob_name]) // 2]
+    rewrite_archive(path, members)
+    root = tmp_path / "root"
+    with opened_stores(root) as stores:
+        with pytest.raises(error, match=message):
+            load_archive(path, stores.images, LoadProgress())
+        assert store_snapshot(root, stores) == EMPTY_STORE

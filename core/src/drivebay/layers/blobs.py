@@ -3,7 +3,8 @@
 A plain tar lying in a file (a ``docker save`` layer, an uncompressed OCI
 blob, a root filesystem to import) is read by offset, hashed and written in
 one pass through one buffer. A gzip or zstd blob is decompressed, hashed and
-written as it streams.
+written as it streams, and can hand its chunks to an apply running in
+another thread (:class:`ChunkFeed`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +118,80 @@ def copy_plain(region: FileRegion, dest: Path, progress: Progress | None = None)
     return Materialized(diff_id=digest, blob_digest=digest, size=region.size)
 
 
+class FeedAbandoned(Exception):
+    """Raised in the producer of a :class:`ChunkFeed` once its reader has stopped reading."""
+
+
+class ChunkFeed(io.RawIOBase):
+    """A stream of chunks that one thread puts and another reads, at most ``depth`` chunks ahead.
+
+    Chunks are shared, not copied: they must be immutable (``bytes``). The
+    producer calls :meth:`end` when done (even on failure). The reader never
+    leaves the producer waiting: once it is closed, further chunks are
+    dropped (the producer still finishes its own work); after :meth:`abandon`,
+    the producer's next :meth:`put` raises :class:`FeedAbandoned`.
+    """
+
+    def __init__(self, depth: int = 8) -> None:
+        super().__init__()
+        self._depth = depth
+        self._chunks: deque[bytes] = deque()
+        self._current = memoryview(b"")
+        self._ended = False
+        self._unread = False
+        self._abandoned = False
+        self._changed = threading.Condition()
+
+    def readable(self) -> bool:
+        return True
+
+    def put(self, chunk: bytes) -> None:
+        """Queue ``chunk`` for the reader, waiting while ``depth`` chunks are unread."""
+        with self._changed:
+            while len(self._chunks) >= self._depth and not self._unread:
+                self._changed.wait()
+            if self._abandoned:
+                raise FeedAbandoned("the reader of this stream stopped")
+            if not self._unread:
+                self._chunks.append(chunk)
+                self._changed.notify_all()
+
+    def end(self) -> None:
+        """No more chunks: the reader gets the end of the stream once it has read the queued ones."""
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """Stop reading; chunks put from now on are dropped."""
+        with self._changed:
+            self._unread = True
+            self._chunks.clear()
+            self._changed.notify_all()
+        super().close()
+
+    def abandon(self) -> None:
+        """Stop reading and stop the producer too: its next :meth:`put` raises."""
+        with self._changed:
+            self._abandoned = True
+        self.close()
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if not self._current:
+            with self._changed:
+                while not self._chunks and not self._ended:
+                    self._changed.wait()
+                if not self._chunks:
+                    return 0
+                self._current = memoryview(self._chunks.popleft())
+                self._changed.notify_all()
+        count = min(len(view), len(self._current))
+        view[:count] = self._current[:count]
+        self._current = self._current[count:]
+        return count
+
+
 class _CountingReader(io.RawIOBase):
     """Reads through to ``raw``, counting what passes and hashing it if asked."""
 
@@ -137,8 +214,17 @@ class _CountingReader(io.RawIOBase):
         return len(data)
 
 
-def decompress(raw: BinaryIO, dest: Path, hash_blob: bool, progress: Progress | None = None) -> Materialized:
-    """Write the uncompressed content of ``raw`` (plain, gzip or zstd) to ``dest``, hashing both sides."""
+def decompress(
+    raw: BinaryIO,
+    dest: Path,
+    hash_blob: bool,
+    progress: Progress | None = None,
+    tap: Callable[[bytes], None] | None = None,
+) -> Materialized:
+    """Write the uncompressed content of ``raw`` (plain, gzip or zstd) to ``dest``, hashing both sides.
+
+    ``tap`` gets every uncompressed chunk too, in order (a :class:`ChunkFeed`'s ``put``).
+    """
     counting = _CountingReader(raw, hashing=hash_blob)
     sha = hashlib.sha256()
     size = 0
@@ -147,6 +233,8 @@ def decompress(raw: BinaryIO, dest: Path, hash_blob: bool, progress: Progress | 
         while chunk := stream.read(CHUNK):
             sha.update(chunk)
             out.write(chunk)
+            if tap is not None:
+                tap(chunk)
             size += len(chunk)
             if progress is not None:
                 progress(counting.count - seen)
@@ -159,9 +247,9 @@ def decompress(raw: BinaryIO, dest: Path, hash_blob: bool, progress: Progress | 
     return Materialized(diff_id="sha256:" + sha.hexdigest(), blob_digest=blob_digest, size=size)
 
 
-def materialize(region: FileRegion, dest: Path, progress: Progress | None = None) -> Materialized:
+def materialize(region: FileRegion, dest: Path) -> Materialized:
     """The uncompressed tar of the blob in ``region`` at ``dest``, by the fastest path that applies."""
     if region.is_compressed():
         with region.open() as raw:
-            return decompress(raw, dest, hash_blob=True, progress=progress)
-    return copy_plain(region, dest, progress)
+            return decompress(raw, dest, hash_blob=False)
+    return copy_plain(region, dest)

@@ -13,8 +13,8 @@ the driver instead; that gives back the same bytes only if every driver keeps
 every file exactly (sparse holes, xattr order, hardlink choice), which a
 pluggable store cannot promise. Keeping the tar costs the layer's size again
 on disk, but ``image save`` is then byte-identical on every driver, needs no
-mount, and keeping a loaded tar is one copy, hashed as it is made, in a thread
-beside the apply (:meth:`LayerStore.create_from_region`).
+mount, and keeping a loaded tar is one copy (or the decompression), hashed as
+it is made, in a thread beside the apply (:meth:`LayerStore.create_from_region`).
 
 Crash safety: a layer row is inserted as ``creating`` (with the owner's PID and
 the cache ID) before the driver is touched, so whatever a killed process left
@@ -35,11 +35,19 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from drivebay.errors import DigestMismatch, LayerNotFound
 from drivebay.facades.graph import GraphDriver
-from drivebay.layers.blobs import FileRegion, Materialized, copy_plain, decompress, materialize
+from drivebay.layers.blobs import (
+    ChunkFeed,
+    FeedAbandoned,
+    FileRegion,
+    Materialized,
+    copy_plain,
+    decompress,
+    materialize,
+)
 from drivebay.layers.crashpoints import crash_during_read, crash_point
 from drivebay.layers.schema import SCHEMA
 from drivebay.processes import pid_alive
@@ -114,6 +122,26 @@ class TempTar:
     size: int
 
 
+def _raise_keep_failure(failures: list[BaseException]) -> None:
+    """Raise what stopped the thread keeping a tar, unless it only stopped because the apply had."""
+    if failures and not isinstance(failures[0], FeedAbandoned):
+        raise failures[0]
+
+
+def _verify(got: Materialized, diff_id: str, blob_digest: str | None, what: str) -> None:
+    """Raise ``DigestMismatch`` unless the kept tar hashes to ``diff_id`` and its blob to ``blob_digest``."""
+    if blob_digest is not None and got.blob_digest != blob_digest:
+        raise DigestMismatch(
+            f"{what}: blob content hashes to {got.blob_digest}, but the archive names it {blob_digest}; "
+            "the archive is corrupt or was altered, fetch or save it again"
+        )
+    if got.diff_id != diff_id:
+        raise DigestMismatch(
+            f"{what}: uncompressed tar hashes to {got.diff_id}, but the image config lists diff ID {diff_id}; "
+            "the archive is corrupt or was altered, fetch or save it again"
+        )
+
+
 def _row_to_layer(row: dict[str, object]) -> Layer:
     return Layer(
         chain_id=str(row["chain_id"]),
@@ -178,37 +206,11 @@ class LayerStore:
         """A fresh temporary path owned by this process (removed at the next start if it dies)."""
         return self.tmpdir / f"{os.getpid()}.{secrets.token_hex(8)}{suffix}"
 
-    def write_temp_tar(
-        self,
-        source: FileRegion | BinaryIO,
-        *,
-        expected_diff_id: str | None = None,
-        expected_blob: str | None = None,
-        what: str = "layer",
-        progress: Callable[[int], None] | None = None,
-    ) -> TempTar:
-        """Write the uncompressed tar of ``source`` (plain, gzip or zstd) to a temporary file and hash it.
-
-        ``expected_blob`` is the digest of ``source`` itself, ``expected_diff_id``
-        of the uncompressed tar; a mismatch raises ``DigestMismatch`` naming
-        ``what`` and leaves no file behind. ``progress`` gets counts of source bytes read.
-        """
+    def write_temp_tar(self, source: FileRegion | BinaryIO) -> TempTar:
+        """Write the uncompressed tar of ``source`` (plain, gzip or zstd) to a temporary file and hash it."""
         path = self.temp_path()
         try:
-            if isinstance(source, FileRegion):
-                got = materialize(source, path, progress)
-            else:
-                got = decompress(source, path, hash_blob=expected_blob is not None, progress=progress)
-            if expected_blob is not None and got.blob_digest != expected_blob:
-                raise DigestMismatch(
-                    f"{what}: blob content hashes to {got.blob_digest}, but the archive names it {expected_blob}; "
-                    "the archive is corrupt or was altered, fetch or save it again"
-                )
-            if expected_diff_id is not None and got.diff_id != expected_diff_id:
-                raise DigestMismatch(
-                    f"{what}: uncompressed tar hashes to {got.diff_id}, but the image config lists diff ID "
-                    f"{expected_diff_id}; the archive is corrupt or was altered, fetch or save it again"
-                )
+            got = materialize(source, path) if isinstance(source, FileRegion) else decompress(source, path, False)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -271,41 +273,54 @@ class LayerStore:
         what: str = "layer",
         progress: Callable[[int], None] | None = None,
     ) -> Layer:
-        """Create the claimed layer from a plain tar in a file, keeping a copy, verified as it goes.
+        """Create the claimed layer from a blob in a file (plain, gzip or zstd), keeping its tar, verified as it goes.
 
-        The driver applies straight from ``region`` while a second thread copies
-        and hashes it in one pass (the copy is the layer's kept tar), so on two
-        cores verifying and keeping add little to the apply's time. On a digest
-        mismatch the applied layer is left to :meth:`abandon`; nothing becomes visible.
+        The driver applies while a second thread keeps the uncompressed tar and
+        hashes it: a plain tar is applied straight from ``region`` while the
+        thread copies it in one pass; a compressed one is decompressed by the
+        thread, which hands each chunk on to the apply. So on two cores
+        verifying and keeping add little to the apply's time. ``expected_blob``
+        is the digest of the blob as stored. On a digest mismatch the applied
+        layer is left to :meth:`abandon`; nothing becomes visible.
         """
         temp = self.temp_path()
-        copied: list[Materialized] = []
+        kept: list[Materialized] = []
         failures: list[BaseException] = []
+        feed = ChunkFeed() if region.is_compressed() else None
 
-        def keep_copy() -> None:
+        def keep() -> None:
             try:
-                copied.append(copy_plain(region, temp, progress))
-            except BaseException as exc:
+                if feed is None:
+                    kept.append(copy_plain(region, temp, progress))
+                    return
+                try:
+                    with region.open() as raw:
+                        kept.append(decompress(raw, temp, hash_blob=True, progress=progress, tap=feed.put))
+                finally:
+                    feed.end()
+            except BaseException as exc:  # raised in the caller's thread by _raise_keep_failure
                 failures.append(exc)
 
-        worker = threading.Thread(target=keep_copy, name="drivebay-keep-tar")
+        worker = threading.Thread(target=keep, name="drivebay-keep-tar")
         worker.start()
         try:
             try:
-                with region.open() as stream:
+                with region.open() if feed is None else cast(BinaryIO, feed) as stream:
                     size = self._apply(claim, stream)
-            finally:
+            except BaseException:
+                if feed is not None:
+                    feed.abandon()
                 worker.join()
-            if failures:
-                raise failures[0]
-            got = copied[0]
-            for expected, label in ((claim.diff_id, "diff ID"), (expected_blob, "blob digest")):
-                if expected is not None and got.diff_id != expected:
-                    raise DigestMismatch(
-                        f"{what}: tar hashes to {got.diff_id}, but the archive gives {label} {expected}; "
-                        "the archive is corrupt or was altered, fetch or save it again"
-                    )
-            return self._finish(claim, temp, got.size, size)
+                # A blob that cannot be read or decompressed, or is not what the archive says,
+                # explains an apply error about its end better than that error does.
+                _raise_keep_failure(failures)
+                if kept:
+                    _verify(kept[0], claim.diff_id, expected_blob, what)
+                raise
+            worker.join()
+            _raise_keep_failure(failures)
+            _verify(kept[0], claim.diff_id, expected_blob, what)
+            return self._finish(claim, temp, kept[0].size, size)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise

@@ -1,11 +1,11 @@
 """Moving images in and out of the store: ``image load``, ``image import`` and ``image save``.
 
 Loading claims each missing layer first (so a concurrent load of the same
-layer waits instead of storing it twice). A plain layer is applied straight
-from the archive while another thread keeps and hashes it; a compressed one
-is decompressed to a temporary tar and verified before it is applied. A layer
-whose digest does not match is removed before anything names it, and the
-images are registered together at the end, so a failure registers nothing.
+layer waits instead of storing it twice), then applies it straight from the
+archive while another thread keeps and hashes its tar (decompressing it
+first if it is gzip or zstd). A layer whose digests do not match is removed
+before anything names it, and the images are registered together at the
+end, so a failure registers nothing.
 """
 
 from __future__ import annotations
@@ -53,11 +53,7 @@ def read_archive_images(arc: ArchiveFile) -> list[ArchiveImage]:
 def _load_layers(
     arc: ArchiveFile, found: ArchiveImage, layers: LayerStore, lease: Lease, progress: LoadProgress
 ) -> None:
-    """Store the missing layers of one archived image, each verified against its diff ID.
-
-    A plain layer is applied straight from the archive while it is copied and
-    hashed; a compressed one is decompressed and verified first.
-    """
+    """Store the missing layers of one archived image, each verified against its diff ID as it is applied."""
     diff_ids = parse_config(found.config, found.source)["rootfs"]["diff_ids"]
     if len(diff_ids) != len(found.layers):
         raise InvalidArchive(
@@ -75,23 +71,9 @@ def _load_layers(
             parent = chain
         progress.start_image(", ".join(found.tags) or found.source, sum(b.size for _, b, _ in claims), len(claims))
         for claim, blob, what in claims:
-            region = arc.region(blob.member)
-            if region.is_compressed():
-                tar = layers.write_temp_tar(
-                    region,
-                    expected_diff_id=claim.diff_id,
-                    expected_blob=blob.digest,
-                    what=what,
-                    progress=progress.advance,
-                )
-                try:
-                    layers.create(claim, tar)
-                finally:
-                    tar.path.unlink(missing_ok=True)
-            else:
-                layers.create_from_region(
-                    claim, region, expected_blob=blob.digest, what=what, progress=progress.advance
-                )
+            layers.create_from_region(
+                claim, arc.region(blob.member), expected_blob=blob.digest, what=what, progress=progress.advance
+            )
             progress.layer_done()
     except BaseException:
         for claim, _, _ in claims:
@@ -141,7 +123,7 @@ def import_rootfs(path: Path, ref: str | None, images: ImageStore) -> Image:
                 info = os.fstat(raw.fileno())
                 # A pipe (``-i /dev/stdin``) cannot be copied by offset; it is streamed instead.
                 source = FileRegion(raw.fileno(), 0, info.st_size) if stat.S_ISREG(info.st_mode) else raw
-                tar = layers.write_temp_tar(source, what=f"root filesystem tar {path}")
+                tar = layers.write_temp_tar(source)
         except OSError as exc:
             raise InvalidArchive(f"cannot read {path}: {exc.strerror}; check the path") from exc
         layer = layers.add_tar(lease, tar, None)
