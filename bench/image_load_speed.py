@@ -9,7 +9,8 @@ On each filesystem it writes a seeded stdlib-like tree, tars it as a layer
 it times:
 
 - ``tar -xf`` of the layer into an empty directory (the reference);
-- ``image load`` in this process (opening the stores, then ``load_archive``),
+- ``image load`` in this process (opening the graph driver and the stores,
+  then ``load_archive``),
   into a fresh root, for each driver; and once through the CLI (a new
   process: interpreter start and imports included), with the first driver;
 - the pieces of a load on their own: ``apply_layer_tar`` of the layer into a
