@@ -10,9 +10,9 @@ it times:
 
 - ``tar -xf`` of the layer into an empty directory (the reference);
 - ``image load`` in this process (opening the graph driver and the stores,
-  then ``load_archive``),
-  into a fresh root, for each driver; and once through the CLI (a new
-  process: interpreter start and imports included), with the first driver;
+  then ``load_archive``) into a fresh root, for each driver; and once
+  through the CLI (a new process: interpreter start and imports included),
+  with the first driver;
 - the pieces of a load on their own: ``apply_layer_tar`` of the layer into a
   directory, keeping a hashed copy of it (``copy_plain``, what a load runs
   beside the apply) and sha256 alone.
