@@ -191,8 +191,9 @@ class Overlay2Driver:
             raise MountError(
                 f"overlay2 could not mount layer '{layer_id}' ({len(stack.lowers)} lower layers): {exc}"
             ) from exc
-        if stack.upper is not None and os.statvfs(merged).f_flag & os.ST_RDONLY:
-            # overlayfs mounts read-only, quietly, when it cannot make its work dir (a full quota, say).
+        if stack.upper is not None and not os.access(merged, os.W_OK) and os.statvfs(merged).f_flag & os.ST_RDONLY:
+            # overlayfs mounts read-only, quietly, when it cannot make its work dir (a full quota, say). access()
+            # first: statfs on overlay sums the upper filesystem's free space counters, a cost on every mount.
             self.mounter.unmount(merged)
             raise MountError(
                 f"overlay2 could mount layer '{layer_id}' only read-only: its work dir could not be written; "
