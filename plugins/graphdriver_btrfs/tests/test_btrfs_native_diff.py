@@ -184,6 +184,14 @@ def _modify_hardlinked(r: Path) -> None:
     _append(r / "data" / "hard", "via the other name\n")
 
 
+@pattern("many long hard links")
+def _many_hardlinks(r: Path) -> None:
+    # More than the kernel's 4 KiB of names per inode-to-paths call: the paths come from the name items.
+    for i in range(150):
+        os.link(r / "etc" / "passwd", r / "etc" / f"{i:03d}-{'l' * 200}")
+    os.link(r / "etc" / "passwd", r / "data" / "dir" / "passwd")
+
+
 @pattern("unlink one hard link")
 def _unlink_hardlink(r: Path) -> None:
     os.unlink(r / "data" / "hard")

@@ -31,6 +31,8 @@ SUBVOLUME_INODE = 256
 ROOT_TREE_ID = 1
 QUOTA_TREE_ID = 8
 INODE_ITEM_KEY = 1
+INODE_REF_KEY = 12
+INODE_EXTREF_KEY = 13
 ROOT_REF_KEY = 156
 QGROUP_STATUS_KEY = 240
 QGROUP_INFO_KEY = 242
@@ -394,24 +396,59 @@ def inodes_changed_since(subvolume: Path, transid: int) -> list[int]:
     return found
 
 
+_INO_PATHS_LIMIT = 4096
+"""The kernel fills at most this many bytes of ``BTRFS_IOC_INO_PATHS``'s buffer, whatever it is given."""
+
+
 def inode_paths(subvolume: Path, inodes: Iterable[int]) -> dict[int, list[str]]:
     """Every path (hard link) of each inode inside ``subvolume``, relative to its root."""
     found = {}
+    # One buffer and one argument block for all inodes (a diff resolves one per changed file),
+    # read in place: no per-inode allocation, no copy of the buffer.
+    buf = bytearray(_INO_PATHS_LIMIT)
+    view = ctypes.c_char.from_buffer(buf)
+    args = _InoPathArgs(size=len(buf), fspath=ctypes.addressof(view))
     with _opened(subvolume, "resolve inodes in") as fd:
         for inode in inodes:
-            size = 4096
-            while True:
-                buf = ctypes.create_string_buffer(size)
-                args = _InoPathArgs(inum=inode, size=size, fspath=ctypes.addressof(buf))
-                _ioctl(fd, _IOC_INO_PATHS, args, f"resolve inode {inode} in", subvolume)
-                _, missing, count, missed = struct.unpack_from("<IIII", buf.raw, 0)
-                if not missing and not missed:
-                    break
-                size *= 16
-            raw = buf.raw
-            offsets = struct.unpack_from(f"<{count}Q", raw, 16)
-            found[inode] = [os.fsdecode(raw[16 + off : raw.index(b"\0", 16 + off)]) for off in offsets]
+            args.inum = inode
+            try:
+                fcntl.ioctl(fd, _IOC_INO_PATHS, args)
+            except OSError as exc:
+                raise BtrfsError(f"resolve inode {inode} in {subvolume} failed: {exc.strerror}") from exc
+            _, missing, count, missed = struct.unpack_from("<IIII", buf, 0)
+            if missing or missed:
+                # More names than fit: a file with many hard links, or long paths.
+                found[inode] = _paths_from_refs(fd, subvolume, inode)
+                continue
+            offsets = struct.unpack_from(f"<{count}Q", buf, 16)
+            found[inode] = [os.fsdecode(bytes(buf[16 + off : buf.index(0, 16 + off)])) for off in offsets]
     return found
+
+
+def _paths_from_refs(fd: int, subvolume: Path, inode: int) -> list[str]:
+    """Every path of ``inode``, from its name items (``INODE_REF``, ``INODE_EXTREF``) and its directories' paths."""
+    names: list[tuple[int, bytes]] = []
+    for item in tree_search(
+        subvolume, 0, min_key=(inode, INODE_REF_KEY, 0), max_key=(inode, INODE_EXTREF_KEY, _MAX_U64)
+    ):
+        pos, data = 0, item.data
+        while pos < len(data):
+            if item.type == INODE_REF_KEY:  # index, name_len, name; the directory is the key's offset
+                directory = item.offset
+                (length,) = struct.unpack_from("<H", data, pos + 8)
+                pos += 10
+            else:  # INODE_EXTREF: directory, index, name_len, name
+                directory, _, length = struct.unpack_from("<QQH", data, pos)
+                pos += 18
+            names.append((directory, data[pos : pos + length]))
+            pos += length
+    directories: dict[int, str] = {}
+    for directory, _ in names:
+        if directory not in directories:
+            args = _InoLookupArgs(treeid=0, objectid=directory)
+            _ioctl(fd, _IOC_INO_LOOKUP, args, f"look up directory {directory} in", subvolume)
+            directories[directory] = os.fsdecode(args.name)
+    return [directories[directory] + os.fsdecode(name) for directory, name in names]
 
 
 def child_subvolumes(path: Path) -> list[Path]:
