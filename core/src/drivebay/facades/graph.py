@@ -314,7 +314,9 @@ class GraphDriver:
             taken = db.execute(_TAKE_READY_REF if ready_only else _TAKE_REF, (self.name, layer_id)).rowcount
             if not taken:
                 raise LayerNotFound(f"layer '{layer_id}' does not exist in storage driver '{self.name}'")
-            return Path(self._hook.graph_get(layer_id=layer_id))
+            path = self._hook.graph_get(layer_id=layer_id)
+        # Path() of a Path parses it again, which costs more than checking.
+        return path if isinstance(path, Path) else Path(path)
 
     def put(self, layer_id: str) -> None:
         """Drop one reference to ``layer_id``; the last one unmounts it."""
