@@ -1,7 +1,7 @@
-"""The compiled parts of drivebay: the layer tar codecs (see DESIGN.md, "Archive").
+"""The compiled parts of drivebay: the layer tar codecs and the btrfs tree search.
 
 Everything else is declared in pyproject.toml; setuptools reads ``ext_modules``
-only from here. Both modules are plain CPython C API with no library beyond
+only from here. All three modules are plain CPython C API with no library beyond
 libc, so building needs only a C compiler and the Python headers.
 """
 
@@ -13,5 +13,6 @@ setup(
     ext_modules=[
         Extension("drivebay.archive._tarapply", ["src/drivebay/archive/_tarapply.c"], extra_compile_args=_FLAGS),
         Extension("drivebay.archive._tarwrite", ["src/drivebay/archive/_tarwrite.c"], extra_compile_args=_FLAGS),
+        Extension("drivebay.fs._btrfssearch", ["src/drivebay/fs/_btrfssearch.c"], extra_compile_args=_FLAGS),
     ],
 )
