@@ -112,15 +112,15 @@ def _run_one(env: BenchEnv, workload_cls: type[Workload], repeat: int, result: R
         with phases.phase("setup"):
             workload.setup(env)
         try:
-            walls = {False: 0.0, True: 0.0}
-            cpus = {False: 0.0, True: 0.0}
+            walls: dict[bool, list[float]] = {False: [], True: []}
+            cpus: dict[bool, list[float]] = {False: [], True: []}
             for iteration in range(workload.iterations):
                 # Alternate which side goes first, so neither always runs on caches the other warmed.
                 order = (False, True) if (index + iteration) % 2 == 0 else (True, False)
                 for reference in order:
                     timing = _sample(env, workload, reference, phases)
-                    walls[reference] += timing.wall
-                    cpus[reference] += timing.cpu
+                    walls[reference].append(timing.wall)
+                    cpus[reference].append(timing.cpu)
                     with phases.phase("between"):
                         if not reference:
                             for hook, totals in tracer.totals().items():
@@ -135,9 +135,10 @@ def _run_one(env: BenchEnv, workload_cls: type[Workload], repeat: int, result: R
                                 if not result.disk or usage["du_bytes"] < result.disk["du_bytes"]:
                                     result.disk = usage
                         workload.after_timed(env, reference)
-            runs = workload.iterations
-            result.driver_series.timings.append(Timing(walls[False] / runs, cpus[False] / runs))
-            result.reference_series.timings.append(Timing(walls[True] / runs, cpus[True] / runs))
+            # A sample's wall time is the median run, so one run stalled by another process does not
+            # swing a millisecond ratio; CPU is the mean, as getrusage is too coarse for one short run.
+            for reference, series in ((False, result.driver_series), (True, result.reference_series)):
+                series.timings.append(Timing(statistics.median(walls[reference]), statistics.fmean(cpus[reference])))
             result.notes = sorted(set(result.notes) | set(workload.notes))
         finally:
             with phases.phase("teardown"):

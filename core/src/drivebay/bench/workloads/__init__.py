@@ -295,7 +295,7 @@ class Workload:
     repetition. A workload whose single run takes milliseconds sets
     ``iterations``: each sample then times that many runs of each side,
     interleaved (``before_timed``/``after_timed`` around every run), and reports
-    the time per run. ``shares`` names the ``BenchEnv.shared`` fixtures it uses
+    the median run's wall time and the mean CPU time per run. ``shares`` names the ``BenchEnv.shared`` fixtures it uses
     (a fixture built on another must name both).
     """
 
