@@ -1,16 +1,14 @@
 """The ``image load`` progress bar: bytes and layers, on a terminal only.
 
 :class:`LoadProgress` does nothing; :func:`load_progress` returns the rich
-bar instead when stderr is a terminal and ``--quiet`` was not given, so
-scripts and pipes never see escape codes.
+bar (:mod:`drivebay.layers.progressbar`) instead when stderr is a terminal and
+``--quiet`` was not given, so scripts and pipes never see escape codes. rich is
+imported only then: it costs a noticeable part of a small load's start-up.
 """
 
 from __future__ import annotations
 
 import sys
-
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
 
 class LoadProgress:
@@ -29,44 +27,10 @@ class LoadProgress:
         """Remove the bar."""
 
 
-class RichLoadProgress(LoadProgress):
-    """A rich bar on stderr: ``Loading NAME  layer 2/3  [####   ]  1.2/3.4 MB``."""
-
-    def __init__(self) -> None:
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            TextColumn("layer {task.fields[done]}/{task.fields[layers]}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._bar.start()
-        self._task: TaskID | None = None
-        self._done = 0
-
-    def start_image(self, label: str, total_bytes: int, layers: int) -> None:
-        if self._task is not None:
-            self._bar.remove_task(self._task)
-        self._done = 0
-        self._task = self._bar.add_task(f"Loading {label}", total=total_bytes or None, done=0, layers=layers)
-
-    def advance(self, nbytes: int) -> None:
-        if self._task is not None:
-            self._bar.advance(self._task, nbytes)
-
-    def layer_done(self) -> None:
-        self._done += 1
-        if self._task is not None:
-            self._bar.update(self._task, done=self._done)
-
-    def close(self) -> None:
-        self._bar.stop()
-
-
 def load_progress(quiet: bool) -> LoadProgress:
     """The bar on a terminal, silence otherwise."""
     if quiet or not sys.stderr.isatty():
         return LoadProgress()
+    from drivebay.layers.progressbar import RichLoadProgress
+
     return RichLoadProgress()
