@@ -118,3 +118,33 @@ def test_inodes_changed_since_a_snapshot(fs: Path) -> None:
     assert expected <= set(changed) <= expected | {btrfs.SUBVOLUME_INODE}
     found = btrfs.inode_paths(child, sorted(expected))
     assert sorted(p for paths in found.values() for p in paths) == ["d", "d/new", "f1500"]
+
+
+def test_inodes_only_read_are_left_out_given_the_origin(fs: Path) -> None:
+    base = fs / "base"
+    btrfs.create_subvolume(base)
+    for name in ("listed", "read", "changed", "chmodded"):
+        (base / name).mkdir()
+        (base / name / "f").write_text("x")
+    btrfs.set_readonly(base, True)
+    child = fs / "child"
+    btrfs.snapshot(base, child, readonly=False)
+    since = btrfs.subvolume_info(child).otransid
+    os.listdir(child / "listed")
+    (child / "read" / "f").read_text()
+    (child / "changed" / "f").write_text("y")
+    (child / "changed" / "f").read_text()  # atime newer than ctime, as for a file only read
+    (child / "chmodded").chmod(0o700)
+    os.listdir(child / "chmodded")
+    btrfs.sync(child)
+    inode = {p: os.lstat(child / p).st_ino for p in ("listed", "read/f", "changed/f", "chmodded")}
+    everything = set(btrfs.inodes_changed_since(child, since))
+    assert set(inode.values()) <= everything
+    assert set(btrfs.inodes_changed_since(child, since, origin=base)) == {inode["changed/f"], inode["chmodded"]}
+
+
+def test_inode_paths_of_a_missing_inode_names_the_subvolume(fs: Path) -> None:
+    vol = fs / "vol"
+    btrfs.create_subvolume(vol)
+    with pytest.raises(BtrfsError, match=f"{vol}.*inode 999999"):
+        btrfs.inode_paths(vol, [999_999])

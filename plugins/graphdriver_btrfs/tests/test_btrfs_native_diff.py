@@ -144,6 +144,23 @@ def _move(r: Path) -> None:
     os.rename(r / "etc" / "passwd", r / "var" / "empty" / "passwd")
 
 
+@pattern("dirs swapped, a file changed under each")
+def _swap_dirs(r: Path) -> None:
+    os.rename(r / "etc", r / "swap")
+    os.rename(r / "var", r / "etc")
+    os.rename(r / "swap", r / "var")
+    _append(r / "var" / "motd", "moved")
+    (r / "etc" / "empty" / "new").write_text("new")
+
+
+@pattern("dir moved, a file deep under it changed, the old name made again")
+def _move_and_remake(r: Path) -> None:
+    os.rename(r / "usr" / "share", r / "usr" / "shared")
+    _append(r / "usr" / "shared" / "doc" / "pkg" / "examples" / "ex.sh", "echo again\n")
+    (r / "usr" / "share" / "doc" / "pkg" / "examples").mkdir(parents=True)
+    (r / "usr" / "share" / "doc" / "pkg" / "examples" / "ex.sh").write_text("echo hi\n")
+
+
 @pattern("file to dir")
 def _file_to_dir(r: Path) -> None:
     os.unlink(r / "etc" / "motd")
@@ -240,6 +257,23 @@ def _create_unlink(r: Path) -> None:
 def _read(r: Path) -> None:
     (r / "etc" / "motd").read_text()
     os.listdir(r / "usr" / "share" / "doc" / "pkg")
+
+
+@pattern("everything read, then changes read back")
+def _read_all_and_changes(r: Path) -> None:
+    # Reads write inode items (atime) the native diff must see through; a change read back
+    # has an atime newer than its ctime, like a file only read, and must still count.
+    for dirpath, _, filenames in os.walk(r):
+        for name in filenames:
+            path = Path(dirpath, name)
+            if path.is_file() and not path.is_symlink():
+                path.read_bytes()
+    _append(r / "etc" / "motd", "more")
+    (r / "etc" / "motd").read_text()
+    os.chmod(r / "usr" / "share" / "doc" / "pkg", 0o700)
+    os.listdir(r / "usr" / "share" / "doc" / "pkg")
+    os.setxattr(r / "etc" / "passwd", "user.read", b"back")
+    (r / "etc" / "passwd").read_text()
 
 
 @pattern("setuid cleared")

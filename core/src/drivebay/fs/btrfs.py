@@ -3,6 +3,9 @@
 Why ioctls: the hot paths (snapshot a layer, delete it) cost one system call
 instead of a fork and exec of ``btrfs``; the btrfs graph driver's README has
 the measured numbers. Only :func:`btrfs_version` runs the CLI, for status.
+The two searches of a native diff (:func:`inodes_changed_since`,
+:func:`inode_paths`) are in C (``_btrfssearch.c``): they handle an item
+per tree entry written, too many for Python.
 
 Every function takes paths; every failure is a :class:`~drivebay.errors.BtrfsError`
 that names the path and the operation, chained to the ``OSError``.
@@ -17,12 +20,13 @@ import functools
 import os
 import struct
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from drivebay.errors import BtrfsError
+from drivebay.fs import _btrfssearch
 
 BTRFS_SUPER_MAGIC = 0x9123683E
 SUBVOLUME_INODE = 256
@@ -64,15 +68,6 @@ class _VolArgsV2(ctypes.Structure):
 
 class _InoLookupArgs(ctypes.Structure):
     _fields_ = [("treeid", ctypes.c_uint64), ("objectid", ctypes.c_uint64), ("name", ctypes.c_char * 4080)]
-
-
-class _InoPathArgs(ctypes.Structure):
-    _fields_ = [
-        ("inum", ctypes.c_uint64),
-        ("size", ctypes.c_uint64),
-        ("reserved", ctypes.c_uint64 * 4),
-        ("fspath", ctypes.c_uint64),
-    ]
 
 
 class _QuotaCtlArgs(ctypes.Structure):
@@ -142,7 +137,6 @@ _IOC_INO_LOOKUP = _ioc(3, 18, ctypes.sizeof(_InoLookupArgs))
 _IOC_SNAP_CREATE_V2 = _ioc(1, 23, ctypes.sizeof(_VolArgsV2))
 _IOC_SUBVOL_GETFLAGS = _ioc(2, 25, 8)
 _IOC_SUBVOL_SETFLAGS = _ioc(1, 26, 8)
-_IOC_INO_PATHS = _ioc(3, 35, ctypes.sizeof(_InoPathArgs))
 _IOC_QUOTA_CTL = _ioc(3, 40, ctypes.sizeof(_QuotaCtlArgs))
 _IOC_QGROUP_LIMIT = _ioc(2, 43, ctypes.sizeof(_QgroupLimitArgs))  # _IOR in linux/btrfs.h, although it writes
 _IOC_QUOTA_RESCAN_WAIT = _ioc(0, 46, 0)
@@ -288,7 +282,6 @@ class SearchItem:
 
 
 _SEARCH_BUFFER = 256 * 1024
-_INODE_TRANSID = struct.Struct("<8xQ")
 
 
 class _Search:
@@ -368,61 +361,49 @@ def tree_search(
             search.resume_after(objectid, type_, offset)
 
 
-def inodes_changed_since(subvolume: Path, transid: int) -> list[int]:
+def inodes_changed_since(subvolume: Path, transid: int, origin: Path | None = None) -> list[int]:
     """Inode numbers of ``subvolume`` whose inode item was written after transaction ``transid``.
 
     As ``btrfs subvolume find-new`` does for file data: only tree blocks
     written since are read, so the cost follows the change. Writes not yet
     on disk are not seen: :func:`sync` first.
+
+    With ``origin``, the subvolume ``subvolume`` was snapshotted from in
+    ``transid`` and unchanged since, inodes that were only read are left out:
+    those whose item in ``origin`` is the same but for its atime (reading a
+    file or listing a directory writes its inode item; a change of anything
+    else also changes its ctime or change counter). Only inodes whose atime is
+    newer than their ctime are looked up in ``origin``.
     """
-    found = []
-    # The hot loop of a diff: one unpack per item (objectid, type, length and,
-    # if it is an inode item, its transid), nothing built for other items.
-    item = struct.Struct("<8xQ8xII8xQ").unpack_from
-    search = _Search(0, (SUBVOLUME_INODE, INODE_ITEM_KEY, 0), (_MAX_U64, 255, _MAX_U64), transid + 1)
-    args = search.args
     with _opened(subvolume, "search tree of") as fd:
-        while count := search.fetch(fd, subvolume):
-            pos = last = _Search.START
-            for _ in range(count):
-                # ``written`` is read past short items' ends (into the slack), and used only for inode items.
-                objectid, type_, length, written = item(args, pos)
-                if type_ == INODE_ITEM_KEY and written > transid:
-                    found.append(objectid)
-                last = pos
-                pos += 32 + length
-            _, objectid, offset, type_, _ = _SEARCH_HEADER.unpack_from(args, last)
-            search.resume_after(objectid, type_, offset)
-    return found
+        if origin is None:
+            return _search_changed(fd, transid, -1, subvolume)
+        with _opened(origin, "search tree of") as origin_fd:
+            return _search_changed(fd, transid, origin_fd, subvolume)
 
 
-_INO_PATHS_LIMIT = 4096
-"""The kernel fills at most this many bytes of ``BTRFS_IOC_INO_PATHS``'s buffer, whatever it is given."""
+def _search_changed(fd: int, transid: int, origin_fd: int, subvolume: Path) -> list[int]:
+    # In C: a diff after scattered changes reads every item of every leaf written since
+    # (~80,000 for drivebay bench's data), which cost ~20 ms to parse in Python.
+    try:
+        return _btrfssearch.changed_inodes(fd, transid, origin_fd)
+    except OSError as exc:
+        hint = " (is it on btrfs?)" if exc.errno in (errno.ENOTTY, errno.EINVAL) else ""
+        raise BtrfsError(f"search btrfs tree of {subvolume} failed: {exc.strerror}{hint}") from exc
 
 
-def inode_paths(subvolume: Path, inodes: Iterable[int]) -> dict[int, list[str]]:
+def inode_paths(subvolume: Path, inodes: Sequence[int]) -> dict[int, list[str]]:
     """Every path (hard link) of each inode inside ``subvolume``, relative to its root."""
-    found = {}
-    # One buffer and one argument block for all inodes (a diff resolves one per changed file),
-    # read in place: no per-inode allocation, no copy of the buffer.
-    buf = bytearray(_INO_PATHS_LIMIT)
-    view = ctypes.c_char.from_buffer(buf)
-    args = _InoPathArgs(size=len(buf), fspath=ctypes.addressof(view))
     with _opened(subvolume, "resolve inodes in") as fd:
-        for inode in inodes:
-            args.inum = inode
-            try:
-                fcntl.ioctl(fd, _IOC_INO_PATHS, args)
-            except OSError as exc:
-                raise BtrfsError(f"resolve inode {inode} in {subvolume} failed: {exc.strerror}") from exc
-            _, missing, count, missed = struct.unpack_from("<IIII", buf, 0)
-            if missing or missed:
-                # More names than fit: a file with many hard links, or long paths.
-                found[inode] = _paths_from_refs(fd, subvolume, inode)
-                continue
-            offsets = struct.unpack_from(f"<{count}Q", buf, 16)
-            found[inode] = [os.fsdecode(bytes(buf[16 + off : buf.index(0, 16 + off)])) for off in offsets]
-    return found
+        try:
+            resolved = _btrfssearch.inode_paths(fd, inodes)
+        except OSError as exc:
+            raise BtrfsError(f"resolve inodes in {subvolume} failed: {exc.strerror}") from exc
+        # None: more names than the kernel's 4 KiB (many hard links, or long paths).
+        return {
+            inode: paths if paths is not None else _paths_from_refs(fd, subvolume, inode)
+            for inode, paths in zip(inodes, resolved, strict=True)
+        }
 
 
 def _paths_from_refs(fd: int, subvolume: Path, inode: int) -> list[str]:

@@ -8,10 +8,12 @@ otransid + 1`` visits only the blocks written since: the cost follows the
 change, not the image. From those blocks:
 
 - inodes written since the snapshot (content, mode, owner, xattrs, times,
-  link count) give candidate paths, all their hard links included;
+  link count) give candidate paths, all their hard links included; those
+  only read (whose inode item differs from the origin's in its atime alone,
+  as after listing a directory) are dropped before their paths are looked up;
 - directories written since (an entry added, removed or renamed) add every
   name they hold now or held in the origin, which is how deletions show up;
-  directories only read (atime) are not listed.
+  directories whose ctime, mtime and size are the origin's are not listed.
 
 Each candidate is then compared with the origin by the rules of the naive
 tree comparison (:func:`drivebay.archive.naive_changes`), so both agree: a
@@ -44,9 +46,10 @@ def _join(rel: str, name: str) -> str:
 class _Comparison:
     """Compares candidate paths of a child tree with the parent tree."""
 
-    def __init__(self, child_root: Path, parent_root: Path) -> None:
+    def __init__(self, child_root: Path, parent_root: Path, written: set[str]) -> None:
         self.child_root = str(child_root)
         self.parent_root = str(parent_root)
+        self.written = written
         self.changes: dict[str, ChangeKind] = {}
         self._both_dirs: dict[str, bool] = {"": True}
         # Each path is looked at up to three times (as a directory, for its entries, as a
@@ -61,19 +64,37 @@ class _Comparison:
         return pair
 
     def dir_in_both(self, rel: str) -> bool:
-        """Whether ``rel`` and each of its ancestors is a directory in both trees."""
+        """Whether ``rel`` and each of its ancestors is a directory in both trees.
+
+        ``rel`` is a written path, or a directory holding a path of the child.
+        """
         known = self._both_dirs.get(rel)
         if known is None:
-            new, old = self.stats(rel)
-            known = (
-                new is not None
-                and old is not None
-                and stat.S_ISDIR(new.st_mode)
-                and stat.S_ISDIR(old.st_mode)
-                and self.dir_in_both(rel.rpartition("/")[0])
-            )
+            head = rel.rpartition("/")[0]
+            if rel not in self.written and self.unwritten_from_root(head):
+                # Every inode on the way was left as it was, names and links included (renaming,
+                # linking or unlinking writes the inode item), so the path leads to the same
+                # directories in the parent: no lstat needed for the ancestors of a changed file.
+                known = True
+            else:
+                new, old = self.stats(rel)
+                known = (
+                    new is not None
+                    and old is not None
+                    and stat.S_ISDIR(new.st_mode)
+                    and stat.S_ISDIR(old.st_mode)
+                    and self.dir_in_both(head)
+                )
             self._both_dirs[rel] = known
         return known
+
+    def unwritten_from_root(self, rel: str) -> bool:
+        """Whether no directory on the way to ``rel`` (the root aside, itself included) was written."""
+        while rel:
+            if rel in self.written:
+                return False
+            rel = rel.rpartition("/")[0]
+        return True
 
     def entries_unchanged(self, rel: str) -> bool:
         """Whether directory ``rel`` (in both trees) was only read since the snapshot, not written.
@@ -134,7 +155,9 @@ class _Comparison:
             while head and head not in self.changes:
                 self.changes[head] = ChangeKind.MODIFY
                 head = head.rpartition("/")[0]
-        return sorted(Change(rel, kind) for rel, kind in self.changes.items())
+        # Sorted as (path, kind) pairs, not as Changes: each path occurs once, and a tuple
+        # comparison is one C call where a dataclass's __lt__ is a Python one.
+        return [Change(rel, kind) for rel, kind in sorted(self.changes.items())]
 
 
 def snapshot_changes(child: Path, parent: Path, since: int) -> list[Change]:
@@ -144,13 +167,13 @@ def snapshot_changes(child: Path, parent: Path, since: int) -> list[Change]:
     that with generation numbers. Pending writes must be committed first
     (:func:`drivebay.fs.btrfs.sync`), since btrfs delays inode updates.
     """
-    comparison = _Comparison(child, parent)
-    candidates: set[str] = set()
-    inodes = btrfs.inodes_changed_since(child, since)
+    inodes = btrfs.inodes_changed_since(child, since, origin=parent)
     paths = [""] if btrfs.SUBVOLUME_INODE in inodes else []
     inodes = [inode for inode in inodes if inode != btrfs.SUBVOLUME_INODE]
     for found in btrfs.inode_paths(child, inodes).values():
         paths.extend("/" + path for path in found)
+    comparison = _Comparison(child, parent, set(paths))
+    candidates: set[str] = set()
     for rel in paths:
         candidates.add(rel)
         if not comparison.dir_in_both(rel) or comparison.entries_unchanged(rel):
