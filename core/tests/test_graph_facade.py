@@ -97,9 +97,10 @@ def test_refcounts_are_shared_by_every_facade_on_the_root(open_graph: OpenGraph)
 
 def test_default_mounts_take_a_reference(graph: GraphDriver) -> None:
     graph.create_rw("c")
-    (mount,) = graph.mounts("c")
+    plan = graph.mounts("c")
+    (mount,) = plan.mounts
     assert (mount.type, mount.source, mount.options) == ("bind", str(graph.home / "dir" / "c"), ("rbind", "rw"))
-    assert graph.refcount("c") == 1
+    assert plan.holds_reference and graph.refcount("c") == 1
     graph.put("c")
 
 

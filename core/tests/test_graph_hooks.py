@@ -165,5 +165,6 @@ def test_hook_graph_diff_size(vfs: GraphDriver, base: str) -> None:
 
 def test_hook_graph_mounts(vfs: GraphDriver, base: str) -> None:
     vfs.create_rw("container", base)
-    mounts = vfs.mounts("container")
-    assert mounts == [Mount("bind", str(vfs.loaded.hook.graph_get(layer_id="container")), ("rbind", "rw"))]
+    plan = vfs.mounts("container")
+    assert plan.mounts == (Mount("bind", str(vfs.loaded.hook.graph_get(layer_id="container")), ("rbind", "rw")),)
+    assert plan.holds_reference and vfs.refcount("container") == 1

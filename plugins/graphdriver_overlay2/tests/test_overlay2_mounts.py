@@ -195,12 +195,14 @@ def test_hook_graph_mounts_describes_mounts_that_work(overlay2: GraphDriver, tmp
     overlay2.create_from_tar("image", "base", io.BytesIO(layer_tar({"etc/new": b"n\n"})))
     overlay2.create_rw("c1", "image")
     home = overlay2.home
-    (base_mount,) = overlay2.mounts("base")
+    (base_mount,) = overlay2.mounts("base").mounts
     assert base_mount == type(base_mount)("bind", str(home / "base" / "diff"), ("rbind", "ro"))
-    (image_mount,) = overlay2.mounts("image")
+    (image_mount,) = overlay2.mounts("image").mounts
     assert image_mount.type == "overlay" and image_mount.options[:2] == ("ro", "index=off")
     assert not any(o.startswith(("upperdir=", "workdir=")) for o in image_mount.options)
-    (c1_mount,) = overlay2.mounts("c1")
+    c1_plan = overlay2.mounts("c1")
+    assert not c1_plan.holds_reference and overlay2.refcount("c1") == 0, "a described mount takes no reference"
+    (c1_mount,) = c1_plan.mounts
     index_off, lowerdir, upperdir, workdir = c1_mount.options
     assert index_off == "index=off", "the driver's own mounts turn the inodes index off, as moby's do"
     assert [Path(p).resolve() for p in lowerdir.removeprefix("lowerdir=").split(":")] == [

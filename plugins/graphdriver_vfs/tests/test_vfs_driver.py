@@ -76,7 +76,7 @@ def test_hook_graph_get_is_the_layer_directory_and_put_mounts_nothing(vfs: Graph
     vfs.create("base")
     path = vfs.get("base")
     assert path == (vfs.home / "dir" / "base").absolute()
-    assert vfs.mounts("base")[0].source == str(path)
+    assert vfs.mounts("base").mounts[0].source == str(path)
     vfs.put("base")
     assert vfs.metadata("base") == {"Dir": str(path)}
     assert vfs.capabilities.native_diff is False and vfs.capabilities.quota_filesystems == ("btrfs",)

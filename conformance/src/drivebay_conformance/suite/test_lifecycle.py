@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -160,7 +161,7 @@ FUSE_TYPES = ("fuse.", "fuse3.")
 _FLAGS = {"ro": MS_RDONLY, "bind": MS_BIND, "rbind": MS_BIND | MS_REC}
 
 
-def _mount_as_described(mounts: list[Mount], target: Path) -> int:
+def _mount_as_described(mounts: Sequence[Mount], target: Path) -> int:
     """Perform ``mounts`` on ``target`` as containerd would; returns how many were made."""
     made = 0
     for m in mounts:
@@ -196,8 +197,13 @@ def test_hook_graph_mounts_describes_a_mount_that_shows_the_same_tree(driver_cas
         (view / "written").write_bytes(b"written\n")
     with graph.mounted("rw") as view:  # a fresh mount, as in the case above
         expected = snapshot_tree(view)
-    described = graph.mounts("rw")
+    plan = graph.mounts("rw")
+    described = plan.mounts
     assert described, f"{driver_case.chain('rw')}: mounts() described nothing"
+    assert graph.refcount("rw") == (1 if plan.holds_reference else 0), (
+        f"{driver_case.chain('rw')}: mounts() says holds_reference={plan.holds_reference} "
+        f"but left {graph.refcount('rw')} references"
+    )
     target = driver_case.scratch / "containerd-mount"
     target.mkdir()
     made = 0
@@ -214,4 +220,5 @@ def test_hook_graph_mounts_describes_a_mount_that_shows_the_same_tree(driver_cas
     finally:
         for _ in range(made):
             unmount(target)
-        graph.cleanup()
+        if plan.holds_reference:
+            graph.put("rw")

@@ -73,6 +73,19 @@ class LayerRecord:
     mounts: int
 
 
+@dataclass(frozen=True)
+class MountPlan:
+    """What :meth:`GraphDriver.mounts` answers: the mounts to make, and whether a reference was taken for them.
+
+    ``holds_reference`` is true when the mounts are a bind of the driver's own
+    mounted view (a driver without ``graph_mounts``): the caller keeps that
+    view alive until it calls :meth:`GraphDriver.put` once.
+    """
+
+    mounts: tuple[Mount, ...]
+    holds_reference: bool
+
+
 OWN_PARENT = "<own parent>"
 """Sentinel for diff-like calls: compare against the layer's own parent."""
 
@@ -352,19 +365,20 @@ class GraphDriver:
         finally:
             self.put(layer_id)
 
-    def mounts(self, layer_id: str) -> list[Mount]:
+    def mounts(self, layer_id: str) -> MountPlan:
         """How to mount ``layer_id`` yourself, as a containerd snapshotter answers.
 
-        A driver without a native description gets a bind mount of its merged
-        view; that view must exist, so the layer is mounted and one reference
-        taken, which the caller releases with :meth:`put` when done.
+        A driver's own description (``graph_mounts``) takes no reference. A
+        driver without one gets a bind mount of its merged view; that view must
+        exist, so the layer is mounted and one reference taken, which the plan
+        says and the caller releases with :meth:`put` when done.
         """
         rw = bool(self._ready_row(layer_id)["rw"])
         described = self._hook.graph_mounts(layer_id=layer_id)
         if described is not None:
-            return list(described)
+            return MountPlan(tuple(described), holds_reference=False)
         path = self._get(layer_id)
-        return [Mount("bind", str(path), ("rbind", "rw" if rw else "ro"))]
+        return MountPlan((Mount("bind", str(path), ("rbind", "rw" if rw else "ro")),), holds_reference=True)
 
     def cleanup(self) -> None:
         """Unmount everything and forget all references (as moby's Cleanup at shutdown)."""

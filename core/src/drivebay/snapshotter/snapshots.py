@@ -7,7 +7,9 @@
   write every unpacked layer twice. containerd never hands out mounts of a committed
   snapshot, so nothing writes to that layer again.
 - Mount specs come from the driver's ``mounts()`` and are computed once per snapshot:
-  a layer's stack is fixed for its life.
+  a layer's stack is fixed for its life. A driver without its own description gets a
+  bind of its mounted view; the snapshot then holds that one reference
+  (``MountPlan.holds_reference``) until it is removed.
 
 All calls that touch the driver hold one lock: the graph facade is shared by the
 server's threads, and containerd's own calls are few and short next to the work
@@ -99,18 +101,19 @@ class Snapshotter:
                 self.graph.create_rw(layer, parent_layer)
             else:
                 self.graph.create(layer, parent_layer)
-            references = self.graph.refcount(layer)
+            holds_reference = False
             try:
-                mounts = tuple(self.graph.mounts(layer))
+                plan = self.graph.mounts(layer)
+                holds_reference = plan.holds_reference
+                mounts = plan.mounts
                 if kind is Kind.VIEW:
                     mounts = tuple(_read_only(m) for m in mounts)
-                holds_reference = self.graph.refcount(layer) > references
                 now = time.time()
                 self.store.add(
                     Snapshot(key, layer, parent or None, kind, dict(labels), now, now, mounts, holds_reference)
                 )
             except BaseException:
-                self._release(layer, self.graph.refcount(layer) > references)
+                self._release(layer, holds_reference)
                 self.graph.remove(layer)
                 raise
             return mounts
