@@ -148,3 +148,50 @@ def test_inode_paths_of_a_missing_inode_names_the_subvolume(fs: Path) -> None:
     btrfs.create_subvolume(vol)
     with pytest.raises(BtrfsError, match=f"{vol}.*inode 999999"):
         btrfs.inode_paths(vol, [999_999])
+
+
+def _snapshot_of(base: Path) -> tuple[Path, int]:
+    btrfs.set_readonly(base, True)
+    child = base.parent / "child"
+    btrfs.snapshot(base, child, readonly=False)
+    return child, btrfs.subvolume_info(child).otransid
+
+
+def test_paths_changed_since_equal_those_of_the_inodes(fs: Path) -> None:
+    base = fs / "base"
+    btrfs.create_subvolume(base)
+    for d in range(20):
+        (base / f"d{d}" / "sub").mkdir(parents=True)
+        for i in range(150):
+            (base / f"d{d}" / "sub" / f"f{i}").write_text("x" * (i * 13))
+    child, since = _snapshot_of(base)
+    for d in range(0, 20, 3):
+        for i in range(0, 150, 7):
+            (child / f"d{d}" / "sub" / f"f{i}").write_text("changed")
+    os.link(child / "d1" / "sub" / "f1", child / "d2" / "f1-link")
+    os.rename(child / "d4", child / "d4-renamed")
+    (child / "d5" / "sub" / "f5").chmod(0o600)
+    btrfs.sync(child)
+    inodes = btrfs.inodes_changed_since(child, since)
+    assert btrfs.SUBVOLUME_INODE in inodes  # d4 renamed: the root's entries changed
+    inodes.remove(btrfs.SUBVOLUME_INODE)
+    expected = [p for paths in btrfs.inode_paths(child, inodes).values() for p in paths]
+    paths = btrfs.paths_changed_since(child, since)
+    assert sorted(paths) == sorted(["", *expected])
+    assert {"d2/f1-link", "d1/sub/f1", "d4-renamed", "d5/sub/f5", "d6/sub/f7"} <= set(paths)
+
+
+def test_paths_changed_since_for_names_in_leaves_not_written(fs: Path) -> None:
+    # 150 long names take more than a 16 KiB leaf, so after a chmod (the inode item written,
+    # not its name items) some names are not among the items searched.
+    base = fs / "base"
+    btrfs.create_subvolume(base)
+    (base / "d").mkdir()
+    (base / "f").write_text("x")
+    links = [f"d/{i:03d}" + "n" * 200 for i in range(150)]
+    for link in links:
+        os.link(base / "f", base / link)
+    child, since = _snapshot_of(base)
+    (child / "f").chmod(0o600)
+    btrfs.sync(child)
+    assert sorted(btrfs.paths_changed_since(child, since)) == sorted(["f", *links])

@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 
 #include <linux/btrfs.h>
 #include <linux/btrfs_tree.h>
@@ -120,53 +121,44 @@ static int only_read(int origin_fd, SearchArgs *lookup, uint64_t inode, const st
     return same_but_atime(item, &before);
 }
 
-static int append_inode(PyObject *list, uint64_t inode)
+/* ---- the generation search ---------------------------------------------------------------------- */
+
+/* What every scan of written items shares: which inode items count as written. */
+typedef struct {
+    uint64_t since;
+    int origin_fd;
+    SearchArgs *lookup;
+} Written;
+
+/* 1 if the item is an inode item written after `since` and not only read (copied to `item`), 0 if not,
+ * -1 with an exception set. */
+static int written_inode(Written *w, const struct btrfs_ioctl_search_header *header, const char *data,
+                         struct btrfs_inode_item *item)
 {
-    PyObject *number = PyLong_FromUnsignedLongLong(inode);
-    if (number == NULL)
+    if (header->type != BTRFS_INODE_ITEM_KEY || header->len < sizeof(*item))
+        return 0;
+    memcpy(item, data, sizeof(*item));
+    if (le64toh(item->transid) <= w->since)
+        return 0;
+    int skip = w->origin_fd >= 0 ? only_read(w->origin_fd, w->lookup, header->objectid, item) : 0;
+    if (skip < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
         return -1;
-    int rc = PyList_Append(list, number);
-    Py_DECREF(number);
-    return rc;
-}
-
-/* Scan one buffer of search results; appends to `found`. Returns 0, or -1 with an exception set. */
-static int scan_results(const SearchArgs *args, uint64_t since, int origin_fd, SearchArgs *lookup, PyObject *found,
-                        struct btrfs_ioctl_search_header *last)
-{
-    size_t pos = 0;
-    for (uint32_t i = 0; i < args->key.nr_items; i++) {
-        memcpy(last, (const char *)args->buf + pos, sizeof(*last));
-        pos += sizeof(*last);
-        struct btrfs_inode_item item;
-        if (last->type == BTRFS_INODE_ITEM_KEY && inode_item_at(args, pos, last->len, &item)
-            && le64toh(item.transid) > since) {
-            int skip = origin_fd >= 0 ? only_read(origin_fd, lookup, last->objectid, &item) : 0;
-            if (skip < 0) {
-                PyErr_SetFromErrno(PyExc_OSError);
-                return -1;
-            }
-            if (!skip && append_inode(found, last->objectid) < 0)
-                return -1;
-        }
-        pos += last->len;
     }
-    return 0;
+    return !skip;
 }
 
-static PyObject *changed_inodes(PyObject *Py_UNUSED(module), PyObject *py_args)
+typedef int (*ItemFn)(void *state, const struct btrfs_ioctl_search_header *header, const char *data);
+
+/* Call `fn` for every item from the first inode on in the leaves of `fd`'s subvolume written after
+ * transaction `since` (all items of such a leaf, changed or not). 0, or -1 with an exception set. */
+static int search_written(int fd, uint64_t since, ItemFn fn, void *state)
 {
-    int fd, origin_fd;
-    unsigned long long since;
-    if (!PyArg_ParseTuple(py_args, "iKi:changed_inodes", &fd, &since, &origin_fd))
-        return NULL;
     if (since == UINT64_MAX)
-        return PyList_New(0);
+        return 0;
     SearchArgs *args = search_args_new(SEARCH_BUFFER);
-    SearchArgs *lookup = args != NULL ? search_args_new(LOOKUP_BUFFER) : NULL;
-    PyObject *found = lookup != NULL ? PyList_New(0) : NULL;
-    if (found == NULL)
-        goto fail;
+    if (args == NULL)
+        return -1;
     struct btrfs_ioctl_search_key *key = &args->key;
     key->min_objectid = BTRFS_FIRST_FREE_OBJECTID;
     key->min_type = BTRFS_INODE_ITEM_KEY;
@@ -176,6 +168,7 @@ static PyObject *changed_inodes(PyObject *Py_UNUSED(module), PyObject *py_args)
     /* The kernel skips every node and leaf not written since: the cost follows the change. */
     key->min_transid = since + 1;
     key->max_transid = UINT64_MAX;
+    int result = 0;
     for (;;) {
         key->nr_items = UINT32_MAX;
         args->buf_size = SEARCH_BUFFER;
@@ -185,25 +178,341 @@ static PyObject *changed_inodes(PyObject *Py_UNUSED(module), PyObject *py_args)
         Py_END_ALLOW_THREADS
         if (rc < 0) {
             PyErr_SetFromErrno(PyExc_OSError);
-            goto fail;
+            result = -1;
+            break;
         }
         if (key->nr_items == 0)
             break;
-        struct btrfs_ioctl_search_header last;
-        if (scan_results(args, since, origin_fd, lookup, found, &last) < 0)
-            goto fail;
-        if (!key_after(key, last.objectid, last.type, last.offset))
+        struct btrfs_ioctl_search_header header;
+        const char *pos = (const char *)args->buf;
+        for (uint32_t i = 0; i < key->nr_items; i++) {
+            memcpy(&header, pos, sizeof(header));
+            pos += sizeof(header);
+            if (fn(state, &header, pos) < 0) {
+                PyMem_Free(args);
+                return -1;
+            }
+            pos += header.len;
+        }
+        if (!key_after(key, header.objectid, header.type, header.offset))
             break;
     }
-    PyMem_Free(lookup);
     PyMem_Free(args);
-    return found;
-fail:
-    Py_XDECREF(found);
-    PyMem_Free(lookup);
-    PyMem_Free(args);
-    return NULL;
+    return result;
 }
+
+/* ---- changed_inodes ------------------------------------------------------------------------------- */
+
+typedef struct {
+    Written written;
+    PyObject *found;
+} InodeScan;
+
+static int collect_inode(void *state, const struct btrfs_ioctl_search_header *header, const char *data)
+{
+    InodeScan *scan = state;
+    struct btrfs_inode_item item;
+    int written = written_inode(&scan->written, header, data, &item);
+    if (written <= 0)
+        return written;
+    PyObject *number = PyLong_FromUnsignedLongLong(header->objectid);
+    if (number == NULL)
+        return -1;
+    int rc = PyList_Append(scan->found, number);
+    Py_DECREF(number);
+    return rc;
+}
+
+static PyObject *changed_inodes(PyObject *Py_UNUSED(module), PyObject *py_args)
+{
+    int fd;
+    InodeScan scan = {.written.origin_fd = -1};
+    unsigned long long since;
+    if (!PyArg_ParseTuple(py_args, "iKi:changed_inodes", &fd, &since, &scan.written.origin_fd))
+        return NULL;
+    scan.written.since = since;
+    scan.written.lookup = search_args_new(LOOKUP_BUFFER);
+    scan.found = scan.written.lookup != NULL ? PyList_New(0) : NULL;
+    if (scan.found != NULL && search_written(fd, since, collect_inode, &scan) < 0)
+        Py_CLEAR(scan.found);
+    PyMem_Free(scan.written.lookup);
+    return scan.found;
+}
+
+/* ---- changed_paths: names from the inodes' own INODE_REF items, directories looked up once --------- */
+
+/* A growable byte buffer. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} Bytes;
+
+static int bytes_add(Bytes *b, const void *data, size_t len)
+{
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + len)
+            cap *= 2;
+        char *p = PyMem_Realloc(b->p, cap);
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+/* Directory inode -> its path (in `arena`), open addressing; inode 0 marks a free slot. */
+typedef struct {
+    uint64_t inode;
+    size_t offset, len;
+} DirSlot;
+
+typedef struct {
+    DirSlot *slots;
+    size_t mask, used;
+    Bytes arena;
+} DirPaths;
+
+static DirSlot *dir_slot(DirPaths *dirs, uint64_t inode)
+{
+    size_t i = (size_t)(inode * 0x9E3779B97F4A7C15ull) & dirs->mask;
+    while (dirs->slots[i].inode != 0 && dirs->slots[i].inode != inode)
+        i = (i + 1) & dirs->mask;
+    return &dirs->slots[i];
+}
+
+static int dir_insert(DirPaths *dirs, uint64_t inode, const Bytes *path)
+{
+    if ((dirs->used + 1) * 2 > dirs->mask + 1) {
+        DirPaths grown = {.mask = dirs->mask * 2 + 1, .used = dirs->used, .arena = dirs->arena};
+        grown.slots = PyMem_Calloc(grown.mask + 1, sizeof(DirSlot));
+        if (grown.slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (size_t i = 0; i <= dirs->mask; i++)
+            if (dirs->slots[i].inode != 0)
+                *dir_slot(&grown, dirs->slots[i].inode) = dirs->slots[i];
+        PyMem_Free(dirs->slots);
+        *dirs = grown;
+    }
+    DirSlot *slot = dir_slot(dirs, inode);
+    *slot = (DirSlot){.inode = inode, .offset = dirs->arena.len, .len = path->len};
+    dirs->used++;
+    return bytes_add(&dirs->arena, path->p, path->len);
+}
+
+typedef struct {
+    Written written;
+    int fd;
+    SearchArgs *lookup; /* for the child's directories: the origin's lookups use written.lookup */
+    DirPaths dirs;
+    Bytes path;         /* scratch for one path */
+    /* The inode whose names are being gathered (inode 0: none). */
+    uint64_t inode;
+    uint32_t expected, count;
+    Bytes names;        /* (parent u64, length u16, name) each */
+    PyObject *paths, *unresolved;
+} PathScan;
+
+/* Put the path of directory `dir` in scan->path (replacing it). 0, or -1 with an exception set. */
+static int dir_path(PathScan *scan, uint64_t dir)
+{
+    scan->path.len = 0;
+    if (dir == BTRFS_FIRST_FREE_OBJECTID)
+        return 0;
+    DirSlot *slot = dir_slot(&scan->dirs, dir);
+    if (slot->inode == dir)
+        return bytes_add(&scan->path, scan->dirs.arena.p + slot->offset, slot->len);
+    /* Not seen yet: its one name (a directory has no other) is its INODE_REF, keyed by its parent. */
+    struct btrfs_ioctl_search_key *key = &scan->lookup->key;
+    memset(key, 0, sizeof(*key));
+    key->min_objectid = key->max_objectid = dir;
+    key->min_type = key->max_type = BTRFS_INODE_REF_KEY;
+    key->max_offset = UINT64_MAX;
+    key->max_transid = UINT64_MAX;
+    key->nr_items = 1;
+    scan->lookup->buf_size = LOOKUP_BUFFER;
+    if (ioctl(scan->fd, BTRFS_IOC_TREE_SEARCH_V2, scan->lookup) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    struct btrfs_ioctl_search_header header;
+    struct btrfs_inode_ref ref;
+    memcpy(&header, scan->lookup->buf, sizeof(header));
+    if (key->nr_items == 0 || header.objectid != dir || header.type != BTRFS_INODE_REF_KEY
+        || header.len < sizeof(ref)) {
+        PyErr_Format(PyExc_OSError, "directory inode %llu has no name", (unsigned long long)dir);
+        return -1;
+    }
+    const char *data = (const char *)scan->lookup->buf + sizeof(header);
+    memcpy(&ref, data, sizeof(ref));
+    size_t length = le16toh(ref.name_len);
+    if (sizeof(ref) + length > header.len || length > 255) {
+        PyErr_Format(PyExc_OSError, "directory inode %llu has a bad name item", (unsigned long long)dir);
+        return -1;
+    }
+    char name[256];
+    memcpy(name, data + sizeof(ref), length);
+    uint64_t parent = header.offset;
+    /* The parent's path first (it reuses the lookup buffer and scan->path), then this name after it. */
+    if (dir_path(scan, parent) < 0)
+        return -1;
+    if ((parent != BTRFS_FIRST_FREE_OBJECTID && bytes_add(&scan->path, "/", 1) < 0)
+        || bytes_add(&scan->path, name, length) < 0)
+        return -1;
+    return dir_insert(&scan->dirs, dir, &scan->path);
+}
+
+static int emit_path(PathScan *scan)
+{
+    PyObject *text = PyUnicode_DecodeFSDefaultAndSize(scan->path.p != NULL ? scan->path.p : "",
+                                                      (Py_ssize_t)scan->path.len);
+    if (text == NULL)
+        return -1;
+    int rc = PyList_Append(scan->paths, text);
+    Py_DECREF(text);
+    return rc;
+}
+
+/* The gathered inode is complete: its paths, or (names missing: in leaves not written) its number. */
+static int finish_inode(PathScan *scan)
+{
+    uint64_t inode = scan->inode;
+    if (inode == 0)
+        return 0;
+    scan->inode = 0;
+    if (inode == BTRFS_FIRST_FREE_OBJECTID) { /* the root: its only ref is ".." to itself */
+        scan->path.len = 0;
+        return emit_path(scan);
+    }
+    if (scan->count != scan->expected) {
+        PyObject *number = PyLong_FromUnsignedLongLong(inode);
+        if (number == NULL)
+            return -1;
+        int rc = PyList_Append(scan->unresolved, number);
+        Py_DECREF(number);
+        return rc;
+    }
+    for (size_t pos = 0; pos < scan->names.len;) {
+        uint64_t parent;
+        uint16_t length;
+        memcpy(&parent, scan->names.p + pos, sizeof(parent));
+        memcpy(&length, scan->names.p + pos + sizeof(parent), sizeof(length));
+        pos += sizeof(parent) + sizeof(length);
+        if (dir_path(scan, parent) < 0)
+            return -1;
+        if ((parent != BTRFS_FIRST_FREE_OBJECTID && bytes_add(&scan->path, "/", 1) < 0)
+            || bytes_add(&scan->path, scan->names.p + pos, length) < 0 || emit_path(scan) < 0)
+            return -1;
+        pos += length;
+    }
+    return 0;
+}
+
+static int add_name(PathScan *scan, uint64_t parent, const char *name, uint16_t length)
+{
+    scan->count++;
+    return bytes_add(&scan->names, &parent, sizeof(parent)) < 0 || bytes_add(&scan->names, &length, sizeof(length)) < 0
+                   || bytes_add(&scan->names, name, length) < 0
+               ? -1
+               : 0;
+}
+
+/* The names in one INODE_REF (parent in the key) or INODE_EXTREF (parent in each entry) item. */
+static int add_names(PathScan *scan, const struct btrfs_ioctl_search_header *header, const char *data)
+{
+    for (size_t pos = 0; pos < header->len;) {
+        uint64_t parent = header->offset;
+        uint16_t length;
+        if (header->type == BTRFS_INODE_REF_KEY) {
+            struct btrfs_inode_ref ref;
+            if (pos + sizeof(ref) > header->len)
+                break;
+            memcpy(&ref, data + pos, sizeof(ref));
+            length = le16toh(ref.name_len);
+            pos += sizeof(ref);
+        } else {
+            struct btrfs_inode_extref ref;
+            if (pos + sizeof(ref) > header->len)
+                break;
+            memcpy(&ref, data + pos, sizeof(ref));
+            parent = le64toh(ref.parent_objectid);
+            length = le16toh(ref.name_len);
+            pos += sizeof(ref);
+        }
+        if (pos + length > header->len)
+            break;
+        if (add_name(scan, parent, data + pos, length) < 0)
+            return -1;
+        pos += length;
+    }
+    return 0;
+}
+
+static int collect_names(void *state, const struct btrfs_ioctl_search_header *header, const char *data)
+{
+    PathScan *scan = state;
+    if (header->objectid == scan->inode) {
+        if (header->type == BTRFS_INODE_REF_KEY || header->type == BTRFS_INODE_EXTREF_KEY)
+            return add_names(scan, header, data);
+        return 0;
+    }
+    struct btrfs_inode_item item;
+    int written = written_inode(&scan->written, header, data, &item);
+    if (written <= 0)
+        return written;
+    if (finish_inode(scan) < 0)
+        return -1;
+    scan->inode = header->objectid;
+    scan->count = 0;
+    scan->names.len = 0;
+    /* A directory has one name (btrfs keeps its link count at 1); a file one per link. */
+    scan->expected = S_ISDIR(le32toh(item.mode)) ? 1 : le32toh(item.nlink);
+    return 0;
+}
+
+static PyObject *changed_paths(PyObject *Py_UNUSED(module), PyObject *py_args)
+{
+    PathScan scan = {.written.origin_fd = -1};
+    unsigned long long since;
+    if (!PyArg_ParseTuple(py_args, "iKi:changed_paths", &scan.fd, &since, &scan.written.origin_fd))
+        return NULL;
+    scan.written.since = since;
+    PyObject *result = NULL;
+    scan.written.lookup = search_args_new(LOOKUP_BUFFER);
+    scan.lookup = scan.written.lookup != NULL ? search_args_new(LOOKUP_BUFFER) : NULL;
+    scan.dirs.mask = 1023;
+    scan.dirs.slots = scan.lookup != NULL ? PyMem_Calloc(scan.dirs.mask + 1, sizeof(DirSlot)) : NULL;
+    if (scan.dirs.slots == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    scan.paths = PyList_New(0);
+    scan.unresolved = PyList_New(0);
+    if (scan.paths == NULL || scan.unresolved == NULL || search_written(scan.fd, since, collect_names, &scan) < 0
+        || finish_inode(&scan) < 0)
+        goto done;
+    result = PyTuple_Pack(2, scan.paths, scan.unresolved);
+done:
+    Py_XDECREF(scan.paths);
+    Py_XDECREF(scan.unresolved);
+    PyMem_Free(scan.dirs.slots);
+    PyMem_Free(scan.dirs.arena.p);
+    PyMem_Free(scan.path.p);
+    PyMem_Free(scan.names.p);
+    PyMem_Free(scan.lookup);
+    PyMem_Free(scan.written.lookup);
+    return result;
+}
+
+/* ---- inode_paths ---------------------------------------------------------------------------------- */
 
 /* The paths of one inode from a filled BTRFS_IOC_INO_PATHS buffer; None when names did not fit. */
 static PyObject *paths_in(const struct btrfs_data_container *names)
@@ -287,6 +596,10 @@ static PyMethodDef methods[] = {
      "changed_inodes(fd, since, origin_fd) -> list of inode numbers whose inode item was written after "
      "transaction `since` in the subvolume of `fd`; with origin_fd >= 0, those only read since "
      "(the origin holds the same item but for its atime) are left out."},
+    {"changed_paths", changed_paths, METH_VARARGS,
+     "changed_paths(fd, since, origin_fd) -> (paths, unresolved): the paths (relative, '' for the root) of "
+     "changed_inodes(fd, since, origin_fd), from the name items in the leaves searched; `unresolved` lists "
+     "the inodes whose names were not all there."},
     {"inode_paths", inode_paths, METH_VARARGS,
      "inode_paths(fd, inodes) -> for each inode, its paths relative to the subvolume of `fd`, "
      "or None when they do not fit the kernel's 4 KiB."},

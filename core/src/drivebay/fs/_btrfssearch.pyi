@@ -9,5 +9,11 @@ def changed_inodes(fd: int, since: int, origin_fd: int, /) -> list[int]:
     left out. Raises ``OSError``.
     """
 
+def changed_paths(fd: int, since: int, origin_fd: int, /) -> tuple[list[str], list[int]]:
+    """The paths of ``changed_inodes``'s inodes, relative (``""``: the root), from their name items.
+
+    The second list holds the inodes whose names were not all in the leaves searched. Raises ``OSError``.
+    """
+
 def inode_paths(fd: int, inodes: Sequence[int], /) -> list[list[str] | None]:
     """Each inode's paths relative to ``fd``'s subvolume, ``None`` where they do not fit 4 KiB. Raises ``OSError``."""

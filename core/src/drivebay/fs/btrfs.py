@@ -3,9 +3,10 @@
 Why ioctls: the hot paths (snapshot a layer, delete it) cost one system call
 instead of a fork and exec of ``btrfs``; the btrfs graph driver's README has
 the measured numbers. Only :func:`btrfs_version` runs the CLI, for status.
-The two searches of a native diff (:func:`inodes_changed_since`,
-:func:`inode_paths`) are in C (``_btrfssearch.c``): they handle an item
-per tree entry written, too many for Python.
+The searches of a native diff (:func:`inodes_changed_since`,
+:func:`paths_changed_since`, :func:`inode_paths`) are in C
+(``_btrfssearch.c``): they handle every item of every leaf written, too
+many for Python.
 
 Every function takes paths; every failure is a :class:`~drivebay.errors.BtrfsError`
 that names the path and the operation, chained to the ``OSError``.
@@ -392,18 +393,49 @@ def _search_changed(fd: int, transid: int, origin_fd: int, subvolume: Path) -> l
         raise BtrfsError(f"search btrfs tree of {subvolume} failed: {exc.strerror}{hint}") from exc
 
 
+def paths_changed_since(subvolume: Path, transid: int, origin: Path | None = None) -> list[str]:
+    """Every path (hard link) of each inode :func:`inodes_changed_since` finds, relative to the root ("": the root).
+
+    An inode's names are read from its name items in the leaves the search
+    returns anyway, and each directory above them is looked up once, instead
+    of a path walk to the root per inode (``BTRFS_IOC_INO_PATHS``). An inode
+    with fewer names there than links (a name item in a leaf not written since)
+    is resolved as :func:`inode_paths` does.
+    """
+    with _opened(subvolume, "search tree of") as fd:
+        if origin is None:
+            paths, unresolved = _search_paths(fd, transid, -1, subvolume)
+        else:
+            with _opened(origin, "search tree of") as origin_fd:
+                paths, unresolved = _search_paths(fd, transid, origin_fd, subvolume)
+        for found in _inode_paths(fd, subvolume, unresolved).values():
+            paths.extend(found)
+    return paths
+
+
+def _search_paths(fd: int, transid: int, origin_fd: int, subvolume: Path) -> tuple[list[str], list[int]]:
+    try:
+        return _btrfssearch.changed_paths(fd, transid, origin_fd)
+    except OSError as exc:
+        raise BtrfsError(f"search btrfs tree of {subvolume} failed: {exc.strerror}") from exc
+
+
 def inode_paths(subvolume: Path, inodes: Sequence[int]) -> dict[int, list[str]]:
     """Every path (hard link) of each inode inside ``subvolume``, relative to its root."""
     with _opened(subvolume, "resolve inodes in") as fd:
-        try:
-            resolved = _btrfssearch.inode_paths(fd, inodes)
-        except OSError as exc:
-            raise BtrfsError(f"resolve inodes in {subvolume} failed: {exc.strerror}") from exc
-        # None: more names than the kernel's 4 KiB (many hard links, or long paths).
-        return {
-            inode: paths if paths is not None else _paths_from_refs(fd, subvolume, inode)
-            for inode, paths in zip(inodes, resolved, strict=True)
-        }
+        return _inode_paths(fd, subvolume, inodes)
+
+
+def _inode_paths(fd: int, subvolume: Path, inodes: Sequence[int]) -> dict[int, list[str]]:
+    try:
+        resolved = _btrfssearch.inode_paths(fd, inodes)
+    except OSError as exc:
+        raise BtrfsError(f"resolve inodes in {subvolume} failed: {exc.strerror}") from exc
+    # None: more names than the kernel's 4 KiB (many hard links, or long paths).
+    return {
+        inode: paths if paths is not None else _paths_from_refs(fd, subvolume, inode)
+        for inode, paths in zip(inodes, resolved, strict=True)
+    }
 
 
 def _paths_from_refs(fd: int, subvolume: Path, inode: int) -> list[str]:

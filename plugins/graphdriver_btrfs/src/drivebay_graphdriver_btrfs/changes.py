@@ -167,11 +167,7 @@ def snapshot_changes(child: Path, parent: Path, since: int) -> list[Change]:
     that with generation numbers. Pending writes must be committed first
     (:func:`drivebay.fs.btrfs.sync`), since btrfs delays inode updates.
     """
-    inodes = btrfs.inodes_changed_since(child, since, origin=parent)
-    paths = [""] if btrfs.SUBVOLUME_INODE in inodes else []
-    inodes = [inode for inode in inodes if inode != btrfs.SUBVOLUME_INODE]
-    for found in btrfs.inode_paths(child, inodes).values():
-        paths.extend("/" + path for path in found)
+    paths = ["/" + path if path else "" for path in btrfs.paths_changed_since(child, since, origin=parent)]
     comparison = _Comparison(child, parent, set(paths))
     candidates: set[str] = set()
     for rel in paths:
