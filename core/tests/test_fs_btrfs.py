@@ -160,11 +160,18 @@ def _snapshot_of(base: Path) -> tuple[Path, int]:
 def test_paths_changed_since_equal_those_of_the_inodes(fs: Path) -> None:
     base = fs / "base"
     btrfs.create_subvolume(base)
+    # More directories than the C lookup table's first size, so it grows.
     for d in range(20):
-        (base / f"d{d}" / "sub").mkdir(parents=True)
+        for s in range(40):
+            (base / f"d{d}" / "sub" / str(s)).mkdir(parents=True)
+            for i in range(4):
+                (base / f"d{d}" / "sub" / str(s) / f"f{i}").write_text("x" * (i * 700))
         for i in range(150):
             (base / f"d{d}" / "sub" / f"f{i}").write_text("x" * (i * 13))
     child, since = _snapshot_of(base)
+    for d in range(20):
+        for s in range(40):
+            (child / f"d{d}" / "sub" / str(s) / f"f{s % 4}").write_text("changed")
     for d in range(0, 20, 3):
         for i in range(0, 150, 7):
             (child / f"d{d}" / "sub" / f"f{i}").write_text("changed")

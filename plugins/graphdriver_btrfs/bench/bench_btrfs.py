@@ -170,6 +170,13 @@ def _stdlib_like_changed(root: Path, image: Path, run: int) -> None:
     rewrite_files([root / p for p in random.Random(run).sample(files, CHANGED)], seed=run)
 
 
+def _listed_then_changed(root: Path, image: Path, run: int) -> None:
+    # As a build or `find` in the container would: every directory listed (a new atime each), then the change.
+    for _ in os.walk(root):
+        pass
+    _stdlib_like_changed(root, image, run)
+
+
 @dataclass(frozen=True)
 class DiffCase:
     """An image, and the change made to a fresh container of it in each run."""
@@ -182,6 +189,12 @@ class DiffCase:
 DIFF_CASES = {
     # drivebay bench's diff-vs-naive data: stdlib-like sizes (median 4 KiB), 1,000 random files rewritten.
     "stdlib": DiffCase("1,000 random files rewritten, stdlib-like sizes", _stdlib_like, _stdlib_like_changed),
+    # The same after listing every directory of the container: each has an atime newer than the snapshot.
+    "listed": DiffCase(
+        "every directory listed, then 1,000 random files rewritten, stdlib-like sizes",
+        _stdlib_like,
+        _listed_then_changed,
+    ),
     # Every 50th file: touches nearly every tree leaf, the worst case for a generation search.
     "spread": DiffCase(
         "every 50th small file rewritten",

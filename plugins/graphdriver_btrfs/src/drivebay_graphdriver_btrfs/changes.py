@@ -8,9 +8,10 @@ otransid + 1`` visits only the blocks written since: the cost follows the
 change, not the image. From those blocks:
 
 - inodes written since the snapshot (content, mode, owner, xattrs, times,
-  link count) give candidate paths, all their hard links included; those
-  only read (whose inode item differs from the origin's in its atime alone,
-  as after listing a directory) are dropped before their paths are looked up;
+  link count) give candidate paths, all their hard links included (their
+  names are in the same leaves); those only read (whose inode item differs
+  from the origin's in its atime alone, as after listing a directory) are
+  dropped before their paths are made;
 - directories written since (an entry added, removed or renamed) add every
   name they hold now or held in the origin, which is how deletions show up;
   directories whose ctime, mtime and size are the origin's are not listed.
@@ -18,6 +19,8 @@ change, not the image. From those blocks:
 Each candidate is then compared with the origin by the rules of the naive
 tree comparison (:func:`drivebay.archive.naive_changes`), so both agree: a
 candidate that was only read (atime) or written back unchanged is no change.
+A directory above a candidate is taken to be the same directory in both
+trees, without an lstat, when no inode on the way to it was written.
 """
 
 from __future__ import annotations
