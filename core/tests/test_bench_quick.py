@@ -49,6 +49,7 @@ def test_quick_bench_json_has_every_combination_with_positive_ratios(tmp_path: P
     assert ok, "no supported combination ran"
     for r in ok:
         assert r["ratio"] > 0
+        assert r["cpu_ratio"] is None or r["cpu_ratio"] >= 0
         assert r["driver_timing"]["median_s"] > 0 and r["reference_timing"]["median_s"] > 0
         assert r["driver_timing"]["min_s"] <= r["driver_timing"]["median_s"] <= r["driver_timing"]["max_s"]
         assert r["disk"]["du_bytes"] >= 0

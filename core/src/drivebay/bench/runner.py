@@ -60,6 +60,17 @@ class Result:
         ref = self.reference_series.summary()["median_s"]
         return self.driver_series.summary()["median_s"] / ref if ref > 0 else None
 
+    @property
+    def cpu_ratio(self) -> float | None:
+        """Driver over reference CPU time (this process and its children; not kernel threads or FUSE daemons).
+
+        On a loaded machine it is steadier than the wall ratio for work done in process.
+        """
+        if self.status != "ok":
+            return None
+        ref = self.reference_series.summary()["cpu_median_s"]
+        return self.driver_series.summary()["cpu_median_s"] / ref if ref > 0 else None
+
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
             "workload": self.workload,
@@ -77,6 +88,7 @@ class Result:
             driver_timing=self.driver_series.summary(),
             reference_timing=self.reference_series.summary(),
             ratio=self.ratio,
+            cpu_ratio=self.cpu_ratio,
             repeats=len(self.driver_series.timings),
             iterations=self.iterations,
             disk=self.disk,
