@@ -12,6 +12,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -313,6 +314,7 @@ typedef struct {
     SearchArgs *lookup; /* for the child's directories: the origin's lookups use written.lookup */
     DirPaths dirs;
     Bytes path;         /* scratch for one path */
+    Bytes steps;        /* scratch for dir_path: Steps from a directory up */
     /* The inode whose names are being gathered (inode 0: none). */
     uint64_t inode;
     uint32_t expected, count;
@@ -320,16 +322,16 @@ typedef struct {
     PyObject *paths, *unresolved;
 } PathScan;
 
-/* Put the path of directory `dir` in scan->path (replacing it). 0, or -1 with an exception set. */
-static int dir_path(PathScan *scan, uint64_t dir)
+/* One step up from a directory not known yet: the directory and its name in its parent. */
+typedef struct {
+    uint64_t dir;
+    uint16_t length;
+    char name[NAME_MAX];
+} Step;
+
+/* Its one name (a directory has no other) is its INODE_REF, keyed by its parent; returns the parent, 0 on error. */
+static uint64_t dir_name(PathScan *scan, uint64_t dir, Step *step)
 {
-    scan->path.len = 0;
-    if (dir == BTRFS_FIRST_FREE_OBJECTID)
-        return 0;
-    DirSlot *slot = dir_slot(&scan->dirs, dir);
-    if (slot->inode == dir)
-        return bytes_add(&scan->path, scan->dirs.arena.p + slot->offset, slot->len);
-    /* Not seen yet: its one name (a directory has no other) is its INODE_REF, keyed by its parent. */
     struct btrfs_ioctl_search_key *key = &scan->lookup->key;
     memset(key, 0, sizeof(*key));
     key->min_objectid = key->max_objectid = dir;
@@ -340,33 +342,55 @@ static int dir_path(PathScan *scan, uint64_t dir)
     scan->lookup->buf_size = LOOKUP_BUFFER;
     if (ioctl(scan->fd, BTRFS_IOC_TREE_SEARCH_V2, scan->lookup) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
+        return 0;
     }
     struct btrfs_ioctl_search_header header;
     struct btrfs_inode_ref ref;
     memcpy(&header, scan->lookup->buf, sizeof(header));
+    const char *data = (const char *)scan->lookup->buf + sizeof(header);
     if (key->nr_items == 0 || header.objectid != dir || header.type != BTRFS_INODE_REF_KEY
         || header.len < sizeof(ref)) {
         PyErr_Format(PyExc_OSError, "directory inode %llu has no name", (unsigned long long)dir);
-        return -1;
+        return 0;
     }
-    const char *data = (const char *)scan->lookup->buf + sizeof(header);
     memcpy(&ref, data, sizeof(ref));
-    size_t length = le16toh(ref.name_len);
-    if (sizeof(ref) + length > header.len || length > 255) {
+    step->dir = dir;
+    step->length = le16toh(ref.name_len);
+    if (sizeof(ref) + step->length > header.len || step->length > NAME_MAX) {
         PyErr_Format(PyExc_OSError, "directory inode %llu has a bad name item", (unsigned long long)dir);
-        return -1;
+        return 0;
     }
-    char name[256];
-    memcpy(name, data + sizeof(ref), length);
-    uint64_t parent = header.offset;
-    /* The parent's path first (it reuses the lookup buffer and scan->path), then this name after it. */
-    if (dir_path(scan, parent) < 0)
-        return -1;
-    if ((parent != BTRFS_FIRST_FREE_OBJECTID && bytes_add(&scan->path, "/", 1) < 0)
-        || bytes_add(&scan->path, name, length) < 0)
-        return -1;
-    return dir_insert(&scan->dirs, dir, &scan->path);
+    memcpy(step->name, data + sizeof(ref), step->length);
+    return header.offset;
+}
+
+/* Put the path of directory `dir` in scan->path (replacing it). 0, or -1 with an exception set.
+ * Walks up to the root or a directory already known (without recursion: trees may be deeper than any
+ * stack), then makes and remembers the path of each directory met on the way down. */
+static int dir_path(PathScan *scan, uint64_t dir)
+{
+    scan->path.len = 0;
+    scan->steps.len = 0;
+    while (dir != BTRFS_FIRST_FREE_OBJECTID) {
+        const DirSlot *slot = dir_slot(&scan->dirs, dir);
+        if (slot->inode == dir) {
+            if (bytes_add(&scan->path, scan->dirs.arena.p + slot->offset, slot->len) < 0)
+                return -1;
+            break;
+        }
+        Step step;
+        dir = dir_name(scan, dir, &step);
+        if (dir == 0 || bytes_add(&scan->steps, &step, sizeof(step)) < 0)
+            return -1;
+    }
+    for (size_t end = scan->steps.len; end > 0; end -= sizeof(Step)) {
+        Step step;
+        memcpy(&step, scan->steps.p + end - sizeof(Step), sizeof(step));
+        if ((scan->path.len > 0 && bytes_add(&scan->path, "/", 1) < 0)
+            || bytes_add(&scan->path, step.name, step.length) < 0 || dir_insert(&scan->dirs, step.dir, &scan->path) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static int emit_path(PathScan *scan)
@@ -506,6 +530,7 @@ done:
     PyMem_Free(scan.dirs.slots);
     PyMem_Free(scan.dirs.arena.p);
     PyMem_Free(scan.path.p);
+    PyMem_Free(scan.steps.p);
     PyMem_Free(scan.names.p);
     PyMem_Free(scan.lookup);
     PyMem_Free(scan.written.lookup);
