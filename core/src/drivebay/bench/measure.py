@@ -98,6 +98,15 @@ def _loop_backing_file(path: Path) -> Path | None:
     return Path(backing.read_text(encoding="utf-8").strip()) if backing.exists() else None
 
 
+def settle(path: Path) -> None:
+    """Write back and commit what is pending on ``path``'s filesystem (``syncfs``), untimed.
+
+    A timed block that commits (a btrfs snapshot commits a transaction) would
+    otherwise also pay for writes made before it, by setup or by the other side.
+    """
+    subprocess.run(["sync", "-f", str(path)], check=True)
+
+
 def drop_caches(path: Path) -> str | None:
     """Drop the page cache for a cold read of ``path``'s filesystem; ``None`` on success, else why not permitted.
 
@@ -105,7 +114,7 @@ def drop_caches(path: Path) -> str | None:
     host's page cache), are written back first: a global sync would also wait for every
     other writer on the machine, and their dirty pages are not ours to drop.
     """
-    subprocess.run(["sync", "-f", str(path)], check=True)
+    settle(path)
     image = _loop_backing_file(path)
     if image is not None:
         subprocess.run(["sync", str(image)], check=True)

@@ -13,13 +13,22 @@ from drivebay.bench.runner import Result
 from drivebay.errors import DrivebayError
 
 
+def _duration(seconds: float) -> str:
+    """Three significant figures: a mount takes microseconds, an apply seconds."""
+    if seconds >= 1:
+        return f"{seconds:.2f}s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g}ms"
+    return f"{seconds * 1e6:.3g}µs"
+
+
 def _cell(result: Result) -> str:
     if result.status != "ok":
         return f"{result.status}: {result.reason}"
-    driver = result.driver_series.summary()["median_s"]
-    ref = result.reference_series.summary()["median_s"]
+    driver = _duration(result.driver_series.summary()["median_s"])
+    ref = _duration(result.reference_series.summary()["median_s"])
     ratio = result.ratio
-    return f"{ratio:.2f}x ({driver:.3f}s / {ref:.3f}s)" if ratio is not None else f"{driver:.3f}s / {ref:.3f}s"
+    return f"{ratio:.2f}x ({driver} / {ref})" if ratio is not None else f"{driver} / {ref}"
 
 
 def _grid(results: list[Result]) -> dict[str, tuple[list[str], list[str], dict[tuple[str, str], Result]]]:
