@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from drivebay.archive import naive_changes, write_changes_tar
 from drivebay.errors import (
     DepthLimitExceeded,
     LayerExists,
@@ -156,3 +157,23 @@ def test_a_live_process_layer_is_left_alone(open_graph: OpenGraph) -> None:
             assert graph.loaded.hook.graph_exists(layer_id="busy"), "another live process is still creating it"
         finally:
             sleeper.kill()
+
+
+def test_the_naive_diff_of_a_parentless_layer_is_the_changes_tar_of_everything(graph: GraphDriver) -> None:
+    """Without a parent the naive diff writes the whole tree; its bytes are those of the comparison with nothing."""
+    graph.create_rw("base")
+    with graph.mounted("base") as root:
+        (root / "dir" / "sub").mkdir(parents=True)
+        for name in ("b", "a", "-dash", ".hidden", "é"):
+            (root / "dir" / name).write_bytes(name.encode() * 100)
+        os.link(root / "dir" / "a", root / "dir" / "sub" / "a-link")
+        os.symlink("../a", root / "dir" / "sub" / "a-symlink")
+        os.mkfifo(root / "fifo")
+        os.setxattr(root / "dir" / "b", "user.note", b"kept")
+        os.utime(root / "dir" / "a", ns=(1, 1_700_000_000_123_456_789))
+        compared = io.BytesIO()
+        write_changes_tar(compared, root, naive_changes(root, None))
+    written = io.BytesIO()
+    graph.naive_diff("base", None, written)
+    assert written.getvalue() == compared.getvalue()
+    assert len(written.getvalue()) > 10 * 512

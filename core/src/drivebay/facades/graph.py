@@ -422,6 +422,11 @@ class GraphDriver:
     def naive_diff(self, layer_id: str, parent: str | None, out: BinaryIO) -> None:
         """The layer tar from comparing the mounted trees: the fallback, and the yardstick for native diffs."""
         with self._views(layer_id, parent) as (root, parent_root):
+            if parent_root is None:
+                # Everything is added: the same members, in the same order, as the changes tar of a
+                # comparison with nothing, without making a Change per path first.
+                archive.write_tree_tar(out, root, archive.WhiteoutFormat.DELETE)
+                return
             archive.write_changes_tar(out, root, archive.naive_changes(root, parent_root))
 
     def changes(self, layer_id: str, parent: str | None = OWN_PARENT) -> list[Change]:
