@@ -14,6 +14,10 @@ from drivebay.fs.mounts import unmount_all_under
 FIXTURES_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a long case (the apply fuzz's thousands of mutations); runs in CI too")
+
+
 @pytest.fixture
 def fixtures_dir() -> Path:
     """``/work/shared/fixtures`` (found relative to the repo); skips when absent."""
