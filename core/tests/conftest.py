@@ -1,4 +1,4 @@
-"""Shared fixtures of the core tests: the Docker fixture files, overlay mounts."""
+"""Shared fixtures of the core tests: the Docker fixture files, overlay mounts, vfs facades on one root."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pytest
 from test_archive_support import OverlayMount
 
 from drivebay.fs.mounts import unmount_all_under
+from drivebay.loader import KINDS, installed_drivers
+from drivebay.testing.graphs import OpenGraph, opened_graph_drivers
 
 FIXTURES_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 
@@ -52,3 +54,14 @@ def overlay_mount(tmp_path: Path) -> Iterator[OverlayMount]:
         yield paths
     finally:
         unmount_all_under(tmp_path)
+
+
+@pytest.fixture
+def vfs_graphs(tmp_path: Path) -> Iterator[OpenGraph]:
+    """Open any number of vfs facades on one root, as separate processes would."""
+    if os.geteuid() != 0:
+        pytest.skip("layer contents keep owners, which needs root")
+    if "vfs" not in {d.name for d in installed_drivers(KINDS["graph"])}:
+        pytest.skip("drivebay-graphdriver-vfs is not installed")
+    with opened_graph_drivers("vfs", tmp_path) as open_driver:
+        yield open_driver

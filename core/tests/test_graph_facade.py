@@ -7,7 +7,6 @@ import gzip
 import io
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,25 +21,13 @@ from drivebay.errors import (
     UnsafeArchive,
 )
 from drivebay.facades.graph import GraphDriver
-from drivebay.loader import KINDS, installed_drivers
-from drivebay.testing.graphs import OpenGraph, opened_graph_drivers
+from drivebay.testing.graphs import OpenGraph
 from drivebay.testing.tars import layer_tar
 
 
 @pytest.fixture
-def open_graph(tmp_path: Path) -> Iterator[OpenGraph]:
-    """Open any number of vfs facades on one root, as separate processes would."""
-    if os.geteuid() != 0:
-        pytest.skip("layer contents keep owners, which needs root")
-    if "vfs" not in {d.name for d in installed_drivers(KINDS["graph"])}:
-        pytest.skip("drivebay-graphdriver-vfs is not installed")
-    with opened_graph_drivers("vfs", tmp_path) as open_driver:
-        yield open_driver
-
-
-@pytest.fixture
-def graph(open_graph: OpenGraph) -> GraphDriver:
-    return open_graph()
+def graph(vfs_graphs: OpenGraph) -> GraphDriver:
+    return vfs_graphs()
 
 
 def test_registry_knows_parents_children_and_depth(graph: GraphDriver) -> None:
@@ -78,8 +65,8 @@ def test_depth_limit_is_checked_before_the_driver_is_called(graph: GraphDriver) 
     assert not graph.exists("l4")
 
 
-def test_refcounts_are_shared_by_every_facade_on_the_root(open_graph: OpenGraph) -> None:
-    first, second = open_graph(), open_graph()
+def test_refcounts_are_shared_by_every_facade_on_the_root(vfs_graphs: OpenGraph) -> None:
+    first, second = vfs_graphs(), vfs_graphs()
     first.create("a")
     path = first.get("a")
     assert second.get("a") == path
@@ -130,9 +117,9 @@ def dead_pid() -> int:
 
 
 def test_layers_left_half_made_by_a_dead_process_are_removed_at_the_next_open(
-    open_graph: OpenGraph, tmp_path: Path
+    vfs_graphs: OpenGraph, tmp_path: Path
 ) -> None:
-    graph = open_graph()
+    graph = vfs_graphs()
     graph.create("kept")
     graph.create("half", "kept")
     pid = dead_pid()
@@ -140,20 +127,20 @@ def test_layers_left_half_made_by_a_dead_process_are_removed_at_the_next_open(
         db.execute("UPDATE graph_layers SET state='creating', pid=? WHERE id='half'", (pid,))
     assert graph.layers() == ["kept"], "a layer being created is not visible"
     assert (tmp_path / "vfs" / "dir" / "half").is_dir()
-    reopened = open_graph()
+    reopened = vfs_graphs()
     assert reopened.layers() == ["kept"]
     assert not (tmp_path / "vfs" / "dir" / "half").exists()
     assert reopened.children("kept") == []
 
 
-def test_a_live_process_layer_is_left_alone(open_graph: OpenGraph) -> None:
-    graph = open_graph()
+def test_a_live_process_layer_is_left_alone(vfs_graphs: OpenGraph) -> None:
+    graph = vfs_graphs()
     graph.create("busy")
     with subprocess.Popen(["sleep", "30"]) as sleeper:
         try:
             with graph.state.transaction() as db:
                 db.execute("UPDATE graph_layers SET state='creating', pid=? WHERE id='busy'", (sleeper.pid,))
-            open_graph()
+            vfs_graphs()
             assert graph.loaded.hook.graph_exists(layer_id="busy"), "another live process is still creating it"
         finally:
             sleeper.kill()

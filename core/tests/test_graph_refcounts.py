@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from drivebay.errors import LayerNotFound
-from drivebay.loader import KINDS, installed_drivers
 from drivebay.state import DB_NAME
-from drivebay.testing.graphs import OpenGraph, opened_graph_drivers
+from drivebay.testing.graphs import OpenGraph
 
 OLD_REFS_TABLE = """
 CREATE TABLE graph_mount_refs (
@@ -24,24 +21,14 @@ CREATE TABLE graph_mount_refs (
 """
 
 
-@pytest.fixture
-def open_graph(tmp_path: Path) -> Iterator[OpenGraph]:
-    if os.geteuid() != 0:
-        pytest.skip("layer contents keep owners, which needs root")
-    if "vfs" not in {d.name for d in installed_drivers(KINDS["graph"])}:
-        pytest.skip("drivebay-graphdriver-vfs is not installed")
-    with opened_graph_drivers("vfs", tmp_path) as open_driver:
-        yield open_driver
-
-
 def _refs_table_sql(root: Path) -> str:
     with sqlite3.connect(root / DB_NAME) as db:
         (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name='graph_mount_refs'").fetchone()
     return str(sql)
 
 
-def test_get_of_a_missing_or_unfinished_layer_takes_no_reference(open_graph: OpenGraph) -> None:
-    graph = open_graph()
+def test_get_of_a_missing_or_unfinished_layer_takes_no_reference(vfs_graphs: OpenGraph) -> None:
+    graph = vfs_graphs()
     with pytest.raises(LayerNotFound, match="layer 'nope' does not exist in storage driver 'vfs'"):
         graph.get("nope")
     graph.create("a")
@@ -53,9 +40,9 @@ def test_get_of_a_missing_or_unfinished_layer_takes_no_reference(open_graph: Ope
 
 
 def test_a_root_with_the_old_refcount_table_is_rebuilt_keeping_its_counts(
-    open_graph: OpenGraph, tmp_path: Path
+    vfs_graphs: OpenGraph, tmp_path: Path
 ) -> None:
-    graph = open_graph()
+    graph = vfs_graphs()
     graph.create("a")
     graph.get("a")
     graph.get("a")
@@ -66,7 +53,7 @@ def test_a_root_with_the_old_refcount_table_is_rebuilt_keeping_its_counts(
         db.execute(OLD_REFS_TABLE)
         db.execute("INSERT INTO graph_mount_refs VALUES ('vfs', 'a', 2)")
     assert "WITHOUT ROWID" not in _refs_table_sql(tmp_path)
-    reopened = open_graph()
+    reopened = vfs_graphs()
     assert "WITHOUT ROWID" in _refs_table_sql(tmp_path)
     assert reopened.refcount("a") == 2
     reopened.put("a")
