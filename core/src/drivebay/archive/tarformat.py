@@ -9,9 +9,10 @@ The layer tar writer encodes in C (``_tarwrite.c``), byte for byte as
 :func:`encode_header` does; :func:`encode_header` serves hand-made tars
 (``drivebay.testing.tars``) and the tests that check the writer against it.
 
-Layer apply reads tars with libarchive (see ``apply.py``), so :class:`TarReader`
+Layer apply reads tars in C too (``_tarapply.c``), so :class:`TarReader`
 serves only readers that want our :class:`Header` per member, such as the
-archive tests checking exactly what the writer wrote.
+archive tests checking exactly what the writer wrote: a second, independent
+reading of the format.
 """
 
 from __future__ import annotations
