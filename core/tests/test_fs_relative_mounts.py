@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from drivebay.fs.mounts import mount_relative, mounts_under, thread_working_directory, unmount_all_under
-from drivebay.fs.mountspec import PAGE_SIZE, mount_described
+from drivebay.fs.mountspec import PAGE_SIZE, prepare_mount
 from drivebay.hookspecs.graph import Mount
 
 
@@ -94,7 +94,7 @@ def test_a_description_that_fits_a_page_mounts_as_given(mount_root: Path) -> Non
     lowers = _lowers(mount_root, ["a", "b"])
     target = mount_root / "merged"
     target.mkdir()
-    mount_described(_overlay_spec(lowers), target)
+    prepare_mount(_overlay_spec(lowers))(target)
     assert sorted(os.listdir(target)) == ["file-a", "file-b"]
     shown = _options_shown(target)
     assert f"lowerdir={lowers[0]}:{lowers[1]}" in shown and shown.startswith("ro,")
@@ -107,7 +107,7 @@ def test_a_deep_description_mounts_with_lowers_relative_to_their_parent(mount_ro
     assert len(",".join(spec.options)) > PAGE_SIZE
     target = mount_root / "merged"
     target.mkdir()
-    mount_described(spec, target)
+    prepare_mount(spec)(target)
     assert len(os.listdir(target)) == 100
     assert "lowerdir=l000:l001:" in _options_shown(target)
 
@@ -118,6 +118,6 @@ def test_a_description_past_a_page_even_relative_mounts_through_the_new_api(moun
     assert sum(len(lower.name) + 1 for lower in lowers) > PAGE_SIZE
     target = mount_root / "merged"
     target.mkdir()
-    mount_described(spec, target)
+    prepare_mount(spec)(target)
     assert len(os.listdir(target)) == 120
     assert _options_shown(target).count("lowerdir+=") == 120

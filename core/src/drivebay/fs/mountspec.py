@@ -20,11 +20,6 @@ _ACCESS = ("ro", "rw")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-def mount_described(spec: Mount, target: Path) -> None:
-    """Mount ``spec`` at ``target``: a bind, a fuse program, or a kernel filesystem (see :func:`prepare_mount`)."""
-    prepare_mount(spec)(target)
-
-
 def prepare_mount(spec: Mount) -> Callable[[Path], None]:
     """Work out once how to mount ``spec``; the function returned mounts it at a target with no more parsing.
 
