@@ -51,7 +51,7 @@ from drivebay.facades.graph import GraphDriver
 from drivebay.fs.loopfs import scratch_filesystem
 from drivebay.fs.mounts import unmount_all_under
 from drivebay.layers import blobs, docker_archive, image_archive, images, open_stores, store, transfer
-from drivebay.layers.image_archive import SavedImage, SavedLayer
+from drivebay.layers.image_archive import SavedImage, SavedLayer, TarSource
 from drivebay.layers.progress import LoadProgress
 from drivebay.loader import KINDS, load_driver
 from drivebay.state import StateDB
@@ -62,7 +62,7 @@ STEPS: list[tuple[object, str, str]] = [
     (transfer, "read_archive_images", "read manifest and config"),
     (store.LayerStore, "claim", "claim the layer (SQLite)"),
     (store.LayerStore, "_apply", "create + apply (driver)"),
-    (store, "copy_plain", "keep the tar + sha256 (thread)"),
+    (store, "split_plain", "tar-split + sha256 (thread)"),
     (store.LayerStore, "_finish", "move tar, mark ready (SQLite)"),
     (images.ImageStore, "register", "register the image (SQLite)"),
     (store.LayerStore, "release", "release the lease"),
@@ -166,7 +166,7 @@ def build_image(mnt: Path, files: int, seed: int) -> tuple[Path, Path, int]:
         id=store.sha256_digest(config),
         config=config,
         tags=("bench/load:1",),
-        layers=(SavedLayer(diff_id, diff_id, layer),),
+        layers=(SavedLayer(diff_id, diff_id, TarSource.file(layer)),),
     )
     image = mnt / "image.tar"
     with open(image, "wb") as out:

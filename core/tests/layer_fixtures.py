@@ -124,6 +124,12 @@ EMPTY_STORE: dict[str, list[str]] = {
 """What :func:`store_snapshot` shows of a store that holds nothing."""
 
 
+def stored_tar(stores: Stores, chain: str) -> bytes:
+    """The original tar of layer ``chain`` as ``image save`` writes it (rebuilt from a tar-split or read whole)."""
+    with stores.layers.tar_source(chain).open() as tar:
+        return tar.read()
+
+
 def store_snapshot(root: Path, stores: Stores) -> dict[str, object]:
     """What a user could see of the store: layers, images, containers, graph layers, files."""
     return {

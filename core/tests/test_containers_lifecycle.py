@@ -19,6 +19,7 @@ from layer_fixtures import (
     root_for_driver,
     sha256,
     store_snapshot,
+    stored_tar,
     supported_graph_drivers,
 )
 
@@ -93,7 +94,7 @@ def test_diff_commit_export_and_rm(tmp_path: Path, driver: str) -> None:
         assert committed.tags == ("example/committed:1",)
         assert committed.diff_ids[:3] == BASIC_DIFF_IDS
         top = stores.images.layer_chain(committed)[-1]
-        layer_bytes = stores.layers.tar_path(top.chain_id).read_bytes()
+        layer_bytes = stored_tar(stores, top.chain_id)
         assert sha256(layer_bytes) == committed.diff_ids[3]
         with tarfile.open(fileobj=io.BytesIO(layer_bytes)) as tar:
             assert sorted(tar.getnames()) == ["data", "data/.wh.owned", "data/a.txt", "data/new.txt"]

@@ -25,6 +25,7 @@ from layer_fixtures import (
     rewrite_archive,
     sha256,
     store_snapshot,
+    stored_tar,
     write_docker_archive,
     write_oci_archive,
 )
@@ -63,7 +64,7 @@ def test_oci_fixture_loads_with_the_same_diff_ids(tmp_path: Path) -> None:
         loaded = load_archive(fixture("basic-oci.tar"), stores.images, LoadProgress())
         assert [item.tags for item in loaded] == [(BASIC_TAG,)]
         assert stores.images.resolve(BASIC_TAG).diff_ids == BASIC_DIFF_IDS
-        layer_tars = [stores.layers.tar_path(chain).read_bytes() for chain in chain_ids(BASIC_DIFF_IDS)]
+        layer_tars = [stored_tar(stores, chain) for chain in chain_ids(BASIC_DIFF_IDS)]
         assert layer_tars == _fixture_layer_tars(fixture("basic-docker.tar"))
 
 
@@ -94,12 +95,12 @@ def test_loading_again_writes_nothing(tmp_path: Path) -> None:
     with opened_stores(tmp_path / "root") as stores:
         load_archive(fixture("basic-docker.tar"), stores.images, LoadProgress())
         before = {layer.chain_id: (layer.cache_id, layer.created) for layer in stores.layers.layers()}
-        tar_mtimes = {c: stores.layers.tar_path(c).stat().st_mtime_ns for c in before}
+        tar_mtimes = {c: stores.layers.kept_path(c).stat().st_mtime_ns for c in before}
         load_archive(fixture("basic-oci.tar"), stores.images, LoadProgress())
         load_archive(fixture("basic-docker.tar"), stores.images, LoadProgress())
         after = {layer.chain_id: (layer.cache_id, layer.created) for layer in stores.layers.layers()}
         assert after == before
-        assert {c: stores.layers.tar_path(c).stat().st_mtime_ns for c in after} == tar_mtimes
+        assert {c: stores.layers.kept_path(c).stat().st_mtime_ns for c in after} == tar_mtimes
         assert len(stores.layers.graph.layers()) == 3
 
 
@@ -111,7 +112,7 @@ def test_generated_oci_archive_round_trips(tmp_path: Path, compression: str) -> 
         loaded = load_archive(archive, stores.images, LoadProgress())
         image = loaded[0].image
         assert image.diff_ids == [sha256(layer) for layer in spec.layers]
-        assert [stores.layers.tar_path(c).read_bytes() for c in image.chain_ids] == spec.layers
+        assert [stored_tar(stores, c) for c in image.chain_ids] == spec.layers
         with stores.layers.graph.mounted(stores.images.layer_chain(image)[-1].cache_id) as view:
             assert not (view / "etc" / "motd").exists()
             assert (view / "etc" / "passwd").read_bytes().startswith(b"root")
@@ -247,7 +248,7 @@ def test_progress_counts_every_byte_of_every_layer_loaded(tmp_path: Path) -> Non
     progress = _CountingProgress()
     with opened_stores(tmp_path / "root") as stores:
         load_archive(archive, stores.images, progress)
-        assert [stores.layers.tar_path(c).read_bytes() for c in chain_ids(map(sha256, layers))] == layers
+        assert [stored_tar(stores, c) for c in chain_ids(map(sha256, layers))] == layers
     total = sum(map(len, layers))
     assert progress.images == [(total, 2)]
     assert (progress.bytes, progress.layers) == (total, 2)

@@ -17,6 +17,7 @@ from layer_fixtures import (
     opened_stores,
     sha256,
     store_snapshot,
+    stored_tar,
 )
 
 from drivebay.errors import DigestMismatch, ImageNotFound, UsageError
@@ -71,7 +72,7 @@ def test_import_shares_identical_layers_and_rm_removes_them_with_the_last_image(
         second = import_rootfs(rootfs, "example/two:2", stores.images)
         assert first.diff_ids == second.diff_ids == [sha256(rootfs.read_bytes())]
         assert len(stores.layers.layers()) == 1 and len(stores.layers.graph.layers()) == 1
-        assert stores.layers.tar_path(first.diff_ids[0]).read_bytes() == rootfs.read_bytes()
+        assert stored_tar(stores, first.diff_ids[0]) == rootfs.read_bytes()
         history = stores.images.history(first)
         assert [(h.comment, h.size) for h in history] == [("Imported from -", stores.images.size(first))]
 

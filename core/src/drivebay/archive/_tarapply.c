@@ -267,10 +267,33 @@ typedef struct {
     /* Set by PAX records or GNU long names, which come before the member's own header. */
     int pax_path, pax_link, long_name, long_link, pax_size, pax_uid, pax_gid, pax_mtime;
     int extended; /* an extension header was read for this member */
+    int sparse;   /* GNU.sparse PAX records: the data is a sparse map and runs, not the file's bytes */
     Buf xattr_data;
     Xattr *xattrs;
     size_t nxattrs, xattr_cap;
 } Member;
+
+/* A tar-split being made (see split_doc): the records written so far, and what decides whether the
+ * files' bytes can be read back from the layer unchanged. */
+typedef struct {
+    int fd;
+    Buf out;          /* records not yet written to fd */
+    size_t raw_at;    /* offset in out of the open raw record's length field; NO_RECORD if none */
+    uint64_t total;   /* bytes of the stream consumed */
+    StrSet names;     /* every member's path */
+    Buf nondirs;      /* members that are not directories, NUL-separated */
+    Buf files;        /* regular files whose bytes are read back from the layer, NUL-separated */
+    StrSet file_dirs; /* every directory above one of `files` */
+    StrSet opaque;    /* directories with an opaque marker */
+    Buf victims;      /* paths whiteouts delete, NUL-separated */
+    int exact;        /* 0 once the tar may remove or replace one of `files` itself */
+    int err;          /* errno of a failed write to fd */
+} Splitter;
+
+#define SPLIT_MAGIC "DBSPLIT1"
+#define NO_RECORD SIZE_MAX
+#define RAW_RECORD_MAX (64u << 20)
+#define SPLIT_FLUSH (1u << 20)
 
 typedef struct {
     /* The stream and its buffer: bytes [pos, len) of buf are read and not yet used. */
@@ -307,6 +330,9 @@ typedef struct {
 
     int err_kind;
     char *err_msg;
+
+    Splitter *split; /* set when making a tar-split instead of applying */
+    int in_file;     /* the bytes being read are a file's, which a tar-split leaves out */
 } Applier;
 
 static int fail(Applier *a, int kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -339,6 +365,70 @@ static int fail_io(Applier *a, const char *entry, int err)
 static int fail_truncated(Applier *a, const char *where)
 {
     return fail(a, KIND_INVALID, "the layer tar ends in the middle of a %s; the stream is truncated", where);
+}
+
+/* ---- tar-split records ---------------------------------------------------------------------------------- */
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Writes the finished records to the split's fd; -1 (with sp->err) if the write fails. */
+static int split_flush(Splitter *sp)
+{
+    size_t done = 0;
+    while (done < sp->out.len) {
+        ssize_t n = write(sp->fd, sp->out.p + done, sp->out.len - done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            sp->err = errno;
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    sp->out.len = 0;
+    sp->raw_at = NO_RECORD;
+    return 0;
+}
+
+/* Adds bytes of the stream that the tar-split keeps (headers, padding, data that is not a file's). */
+static int split_raw(Applier *a, const unsigned char *p, size_t n)
+{
+    Splitter *sp = a->split;
+    sp->total += n;
+    while (n) {
+        if (sp->raw_at == NO_RECORD) {
+            if (buf_reserve(&sp->out, 5) < 0)
+                return fail_nomem(a);
+            sp->out.p[sp->out.len] = 'R';
+            sp->raw_at = sp->out.len + 1;
+            put_u32((unsigned char *)sp->out.p + sp->raw_at, 0);
+            sp->out.len += 5;
+        }
+        unsigned char *field = (unsigned char *)sp->out.p + sp->raw_at;
+        uint32_t have = (uint32_t)field[0] | (uint32_t)field[1] << 8 | (uint32_t)field[2] << 16 |
+                        (uint32_t)field[3] << 24;
+        size_t take = n < RAW_RECORD_MAX - have ? n : RAW_RECORD_MAX - have;
+        if (buf_append(&sp->out, p, take) < 0)
+            return fail_nomem(a);
+        put_u32((unsigned char *)sp->out.p + sp->raw_at, have + (uint32_t)take);
+        if (have + take == RAW_RECORD_MAX)
+            sp->raw_at = NO_RECORD;
+        p += take;
+        n -= take;
+    }
+    if (sp->out.len >= SPLIT_FLUSH && split_flush(sp) < 0)
+        return fail(a, KIND_IO, "cannot write the layer's tar-split (%s)", strerror(sp->err));
+    return 0;
 }
 
 /* ---- reading the stream -------------------------------------------------------------------------------- */
@@ -420,6 +510,12 @@ static Py_ssize_t next_chunk(Applier *a, uint64_t want, const unsigned char **p)
         avail = (size_t)want;
     *p = a->buf + a->pos;
     a->pos += avail;
+    if (a->split) {
+        if (a->in_file)
+            a->split->total += avail;
+        else if (split_raw(a, *p, avail) < 0)
+            return -1;
+    }
     return (Py_ssize_t)avail;
 }
 
@@ -468,11 +564,15 @@ static int read_extension(Applier *a, int64_t size)
 /* Drains the stream, as moby does, so that callers hashing it see every byte. */
 static int drain(Applier *a)
 {
+    if (a->split && split_raw(a, a->buf + a->pos, a->len - a->pos) < 0)
+        return -1;
     for (;;) {
         a->pos = a->len = 0;
         Py_ssize_t got = reader_fill(a);
         if (got <= 0)
             return (int)got;
+        if (a->split && split_raw(a, a->buf, (size_t)got) < 0)
+            return -1;
     }
 }
 
@@ -645,6 +745,9 @@ static int pax_record(Applier *a, const char *key, size_t key_len, const char *v
         return 0;
     }
 #undef KEY_IS
+    static const char sparse_prefix[] = "GNU.sparse.";
+    if (key_len > sizeof sparse_prefix - 1 && memcmp(key, sparse_prefix, sizeof sparse_prefix - 1) == 0)
+        m->sparse = 1;
     static const char xattr_prefix[] = "SCHILY.xattr.";
     size_t plen = sizeof xattr_prefix - 1;
     if (key_len > plen && memcmp(key, xattr_prefix, plen) == 0) {
@@ -699,7 +802,7 @@ static int parse_pax(Applier *a)
 static void member_reset(Member *m)
 {
     m->pax_path = m->pax_link = m->long_name = m->long_link = 0;
-    m->pax_size = m->pax_uid = m->pax_gid = m->pax_mtime = m->extended = 0;
+    m->pax_size = m->pax_uid = m->pax_gid = m->pax_mtime = m->extended = m->sparse = 0;
     m->nxattrs = 0;
     m->xattr_data.len = 0;
 }
@@ -782,6 +885,8 @@ static int read_header(Applier *a)
         }
         const unsigned char *block = a->buf + a->pos;
         a->pos += BLOCK;
+        if (a->split && split_raw(a, block, BLOCK) < 0)
+            return -1;
         if (block[0] == 0 && memcmp(block, zero, BLOCK) == 0)
             return 0;
         if (!checksum_ok(block))
@@ -1461,6 +1566,161 @@ static int apply_member(Applier *a)
     }
 }
 
+/* ---- making a tar-split ------------------------------------------------------------------------------------ */
+
+/* Adds `path` (len bytes) to `set`; -1 when out of memory. */
+static int set_add(Applier *a, StrSet *set, const char *path, size_t len)
+{
+    return strset_add(set, path, len) < 0 ? fail_nomem(a) : 0;
+}
+
+static int in_set(const StrSet *set, const char *path, size_t len) { return strset_find(set, path, len) >= 0; }
+
+/* Records the current member (its header is read): a file whose bytes are left out of the split and read
+ * back from the layer, or anything else, whose bytes the split keeps. */
+static int split_member(Applier *a)
+{
+    Splitter *sp = a->split;
+    Member *m = &a->m;
+    if (split_name(a, m->name.p, "entry", &a->parts) < 0) {
+        /* The apply refuses this tar anyway; the split only has to stay correct. */
+        free(a->err_msg);
+        a->err_msg = NULL;
+        a->err_kind = KIND_NONE;
+        sp->exact = 0;
+        return 0;
+    }
+    const Path *p = &a->parts;
+    size_t n = p->n, count = sp->names.count;
+    if (set_add(a, &sp->names, p->s.p, p->s.len) < 0)
+        return -1;
+    if (sp->names.count == count)
+        sp->exact = 0; /* a path named twice: the later member replaces the earlier */
+    if (!n)
+        return 0;
+    const char *base = path_component(p, n - 1);
+    size_t dir_len = path_prefix_len(p, n - 1);
+    if (starts_with(base, WHITEOUT_PREFIX)) {
+        if (strcmp(base, OPAQUE_MARKER) == 0)
+            return set_add(a, &sp->opaque, p->s.p, dir_len);
+        if (starts_with(base, AUFS_META_PREFIX))
+            return 0;
+        const char *victim = base + strlen(WHITEOUT_PREFIX);
+        if (buf_append(&sp->victims, p->s.p, dir_len) < 0 || (dir_len && buf_append(&sp->victims, "/", 1) < 0) ||
+            buf_append(&sp->victims, victim, strlen(victim) + 1) < 0)
+            return fail_nomem(a);
+        return 0;
+    }
+    /* Lists, not sets: checked once at the end, against the (few) directories above files. */
+    if (m->type != '5' && buf_append(&sp->nondirs, p->s.p, p->s.len + 1) < 0)
+        return fail_nomem(a);
+    if (m->type != '0' || m->size <= 0 || m->sparse)
+        return 0;
+    if (buf_append(&sp->files, p->s.p, p->s.len + 1) < 0)
+        return fail_nomem(a);
+    /* Directories above it, nearest first, until one is known (then so are those above it). */
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t len = path_prefix_len(p, i);
+        if (in_set(&sp->file_dirs, p->s.p, len))
+            break;
+        if (set_add(a, &sp->file_dirs, p->s.p, len) < 0)
+            return -1;
+    }
+    unsigned char head[13];
+    head[0] = 'F';
+    put_u64(head + 1, (uint64_t)m->size);
+    put_u32(head + 9, (uint32_t)p->s.len);
+    sp->raw_at = NO_RECORD;
+    if (buf_append(&sp->out, head, sizeof head) < 0 || buf_append(&sp->out, p->s.p, p->s.len) < 0)
+        return fail_nomem(a);
+    a->in_file = 1;
+    int rc = skip_bytes(a, a->data_left, "member");
+    a->in_file = 0;
+    a->data_left = 0;
+    return rc;
+}
+
+/* Whether the opaque directories leave every kept file: an opaque directory removes what lies below it
+ * unless this tar wrote it, so a file is safe only if its path below each opaque directory above it starts
+ * with a member of the tar. */
+static int opaque_spares_files(const Splitter *sp)
+{
+    for (size_t off = 0; off < sp->files.len; off += strlen(sp->files.p + off) + 1) {
+        const char *path = sp->files.p + off;
+        size_t len = strlen(path);
+        for (size_t cut = 0; cut < len; cut++) {
+            if (path[cut] != '/')
+                continue;
+            if (!in_set(&sp->opaque, path, cut))
+                continue;
+            const char *next = memchr(path + cut + 1, '/', len - cut - 1);
+            size_t child = next ? (size_t)(next - path) : len;
+            if (!in_set(&sp->names, path, child))
+                return 0;
+        }
+        if (in_set(&sp->opaque, "", 0)) {
+            const char *first = memchr(path, '/', len);
+            if (!in_set(&sp->names, path, first ? (size_t)(first - path) : len))
+                return 0;
+        }
+    }
+    return 1;
+}
+
+/* After the last member: can every kept file be read back as the tar wrote it? Then the end record. */
+static int split_finish(Applier *a)
+{
+    Splitter *sp = a->split;
+    if (sp->victims.len) {
+        StrSet files = {0};
+        for (size_t off = 0; off < sp->files.len; off += strlen(sp->files.p + off) + 1)
+            if (set_add(a, &files, sp->files.p + off, strlen(sp->files.p + off)) < 0) {
+                strset_free(&files);
+                return -1;
+            }
+        for (size_t off = 0; off < sp->victims.len && sp->exact; off += strlen(sp->victims.p + off) + 1) {
+            const char *victim = sp->victims.p + off;
+            size_t len = strlen(victim);
+            if (in_set(&files, victim, len) || in_set(&sp->file_dirs, victim, len))
+                sp->exact = 0;
+        }
+        strset_free(&files);
+    }
+    for (size_t off = 0; off < sp->nondirs.len && sp->exact; off += strlen(sp->nondirs.p + off) + 1)
+        if (in_set(&sp->file_dirs, sp->nondirs.p + off, strlen(sp->nondirs.p + off)))
+            sp->exact = 0;
+    if (sp->exact && sp->opaque.count && !opaque_spares_files(sp))
+        sp->exact = 0;
+    unsigned char end[9];
+    end[0] = 'E';
+    put_u64(end + 1, sp->total);
+    if (buf_append(&sp->out, end, sizeof end) < 0)
+        return fail_nomem(a);
+    if (split_flush(sp) < 0)
+        return fail(a, KIND_IO, "cannot write the layer's tar-split (%s)", strerror(sp->err));
+    return 0;
+}
+
+static void split_all(Applier *a)
+{
+    int rc;
+    while ((rc = read_header(a)) > 0)
+        if (split_member(a) < 0 || skip_bytes(a, a->data_left + padding((uint64_t)a->m.size), "member") < 0) {
+            rc = -1;
+            break;
+        }
+    if (rc == 0 && drain(a) == 0) {
+        split_finish(a);
+        return;
+    }
+    if (a->py_error || a->err_kind == KIND_NOMEM || a->split->err)
+        return;
+    /* A malformed tar: still read to the end, so that the caller's hash covers the whole stream and can
+     * tell a corrupt blob (digest) from a bad tar. */
+    a->split = NULL;
+    drain(a);
+}
+
 /* ---- the apply ------------------------------------------------------------------------------------------ */
 
 /* The umask, read without setting it (setting it would race with other threads); -1 if unknown. */
@@ -1532,6 +1792,31 @@ static void applier_free(Applier *a)
     free(a->err_msg);
 }
 
+/* Sets up reading `stream` through its readinto (or read) into a's buffer; -1 with an exception set. */
+static int open_stream(Applier *a, PyObject *stream)
+{
+    if (!(a->readinto = PyObject_GetAttrString(stream, "readinto"))) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();
+        if (!(a->read = PyObject_GetAttrString(stream, "read")))
+            return -1;
+    }
+    /* A bytearray, so that a view the stream keeps after readinto never outlives the memory. */
+    if (!(a->array = PyByteArray_FromStringAndSize(NULL, CHUNK)) || !(a->view = PyMemoryView_FromObject(a->array)))
+        return -1;
+    a->buf = (unsigned char *)PyByteArray_AS_STRING(a->array);
+    return 0;
+}
+
+static void close_stream(Applier *a)
+{
+    Py_XDECREF(a->readinto);
+    Py_XDECREF(a->read);
+    Py_XDECREF(a->view);
+    Py_XDECREF(a->array);
+}
+
 PyDoc_STRVAR(apply_doc,
              "apply(stream, root, whiteouts, drop_xattr_prefixes, opaque_xattr) -> (size, kind, message)\n\n"
              "Apply the uncompressed layer tar read from ``stream`` to the directory ``root`` (bytes).\n"
@@ -1580,17 +1865,8 @@ static PyObject *tarapply_apply(PyObject *module, PyObject *args)
     }
     if (!(a.opaque_xattr = PyUnicode_AsUTF8(opaque)))
         goto done;
-    if (!(a.readinto = PyObject_GetAttrString(stream, "readinto"))) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-            goto done;
-        PyErr_Clear();
-        if (!(a.read = PyObject_GetAttrString(stream, "read")))
-            goto done;
-    }
-    /* A bytearray, so that a view the stream keeps after readinto never outlives the memory. */
-    if (!(a.array = PyByteArray_FromStringAndSize(NULL, CHUNK)) || !(a.view = PyMemoryView_FromObject(a.array)))
+    if (open_stream(&a, stream) < 0)
         goto done;
-    a.buf = (unsigned char *)PyByteArray_AS_STRING(a.array);
 
     a.saved = PyEval_SaveThread();
     Py_ssize_t first = reader_fill(&a);
@@ -1611,16 +1887,81 @@ static PyObject *tarapply_apply(PyObject *module, PyObject *args)
         result = Py_BuildValue("(Lis)", a.size, 0, "");
 done:
     applier_free(&a);
-    Py_XDECREF(a.readinto);
-    Py_XDECREF(a.read);
-    Py_XDECREF(a.view);
-    Py_XDECREF(a.array);
+    close_stream(&a);
     Py_DECREF(root_bytes);
+    return result;
+}
+
+PyDoc_STRVAR(split_doc,
+             "split(stream, fd) -> (size, exact, kind, message)\n\n"
+             "Read the uncompressed layer tar from ``stream`` to its end and write its tar-split to the file\n"
+             "descriptor ``fd``: the magic ``DBSPLIT1``, then records ``R`` (u32 length, bytes kept as they\n"
+             "are: headers, padding, data that is not a regular file's), ``F`` (u64 size, u32 length, the\n"
+             "path below the layer root of a regular file whose bytes are left out) and ``E`` (u64 size of\n"
+             "the whole tar); numbers are little-endian. Returns the tar's size; whether each ``F`` file is\n"
+             "exactly what the applied layer holds (false when the tar itself may remove or replace one of\n"
+             "them: a path named twice, a whiteout or opaque directory over it, a non-directory above it);\n"
+             "and (kind, message) of an error as for apply, kind 0 for none. After a malformed tar the\n"
+             "stream is still read to its end. An exception raised by the stream propagates.");
+
+static PyObject *tarapply_split(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *stream;
+    int fd;
+    if (!PyArg_ParseTuple(args, "Oi:split", &stream, &fd))
+        return NULL;
+    Applier a;
+    Splitter sp;
+    memset(&a, 0, sizeof a);
+    memset(&sp, 0, sizeof sp);
+    a.root_fd = -1;
+    a.root = "the tar-split"; /* named by messages only; nothing is written below a root */
+    a.split = &sp;
+    sp.fd = fd;
+    sp.raw_at = NO_RECORD;
+    sp.exact = 1;
+    PyObject *result = NULL;
+    if (open_stream(&a, stream) < 0)
+        goto done;
+    if (buf_append(&sp.out, SPLIT_MAGIC, strlen(SPLIT_MAGIC)) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    a.saved = PyEval_SaveThread();
+    Py_ssize_t first = reader_fill(&a);
+    if (first > 0)
+        split_all(&a);
+    else if (first == 0)
+        split_finish(&a);
+    PyEval_RestoreThread(a.saved);
+    if (a.py_error)
+        goto done;
+    if (a.err_kind == KIND_NOMEM) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (a.err_kind)
+        result = Py_BuildValue("(KOiN)", (unsigned long long)sp.total, Py_False, a.err_kind,
+                               PyUnicode_DecodeUTF8(a.err_msg, (Py_ssize_t)strlen(a.err_msg), "surrogateescape"));
+    else
+        result = Py_BuildValue("(KOis)", (unsigned long long)sp.total, sp.exact ? Py_True : Py_False, 0, "");
+done:
+    applier_free(&a);
+    close_stream(&a);
+    free(sp.out.p);
+    free(sp.victims.p);
+    free(sp.nondirs.p);
+    free(sp.files.p);
+    strset_free(&sp.names);
+    strset_free(&sp.file_dirs);
+    strset_free(&sp.opaque);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"apply", tarapply_apply, METH_VARARGS, apply_doc},
+    {"split", tarapply_split, METH_VARARGS, split_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,3 +13,6 @@ def apply(
     stream: BinaryIO, root: str | bytes, whiteouts: int, drop_xattr_prefixes: tuple[str, ...], opaque_xattr: str, /
 ) -> tuple[int, int, str]:
     """Apply the tar read from ``stream`` to ``root``: (bytes of regular files, error kind or 0, error message)."""
+
+def split(stream: BinaryIO, fd: int, /) -> tuple[int, bool, int, str]:
+    """Write the tar-split of the tar read from ``stream`` to ``fd``: (tar size, files exact, error kind, message)."""

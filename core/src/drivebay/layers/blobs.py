@@ -1,10 +1,12 @@
-"""Turning a layer blob into an uncompressed temporary tar, with its digests.
+"""Turning a layer blob into an uncompressed temporary tar or a tar-split, with its digests.
 
 A plain tar lying in a file (a ``docker save`` layer, an uncompressed OCI
 blob, a root filesystem to import) is read by offset, hashed and written in
 one pass through one buffer. A gzip or zstd blob is decompressed, hashed and
 written as it streams, and can hand its chunks to an apply running in
-another thread (:class:`ChunkFeed`).
+another thread (:class:`ChunkFeed`). Either can be kept as a tar-split
+instead of a tar (:func:`split_plain`, :func:`split_compressed`): the same
+pass, writing only the headers.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from drivebay import archive
-from drivebay.errors import InvalidArchive
+from drivebay.errors import DrivebayError, InvalidArchive
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -72,6 +74,40 @@ class FileRegion:
         return os.pread(self.fd, 4, self.offset).startswith(COMPRESSED_MAGIC)
 
 
+class _HashingReader(io.RawIOBase):
+    """Reads through to ``raw``, hashing what passes, telling ``progress`` and handing it to ``tap``.
+
+    ``tap`` gets a copy (``bytes``), since the caller's buffer is reused.
+    """
+
+    def __init__(
+        self, raw: io.RawIOBase | io.BufferedIOBase, progress: Progress | None, tap: Callable[[bytes], None] | None
+    ) -> None:
+        super().__init__()
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.count = 0
+        self._progress = progress
+        self._tap = tap
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        count = self.raw.readinto(view) or 0
+        if not count:
+            return 0
+        chunk = view[:count]
+        self.sha.update(chunk)
+        if self._tap is not None:
+            self._tap(bytes(chunk))
+        self.count += count
+        if self._progress is not None:
+            self._progress(count)
+        return count
+
+
 @dataclass(frozen=True)
 class Materialized:
     """What was written: the diff ID (digest of the tar), the blob's own digest, the tar's size."""
@@ -79,6 +115,68 @@ class Materialized:
     diff_id: str
     blob_digest: str | None
     size: int
+
+
+@dataclass(frozen=True)
+class KeptSplit:
+    """A tar-split that was written, the digests of its tar, and whether the layer can rebuild that tar.
+
+    ``problem`` is what is wrong with a malformed tar (see :class:`drivebay.archive.Split`).
+    """
+
+    materialized: Materialized
+    exact: bool
+    problem: DrivebayError | None = None
+
+
+def _write_split(stream: _HashingReader, dest: Path) -> archive.Split:
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        return archive.write_tar_split(cast(BinaryIO, stream), out)
+    finally:
+        os.close(out)
+
+
+def split_plain(region: FileRegion, dest: Path, progress: Progress | None = None) -> KeptSplit:
+    """Write the tar-split of the plain tar in ``region`` to ``dest``, hashing the tar as it is read.
+
+    The C splitter reads straight into its own buffer, which is hashed there:
+    one copy of each byte, as for :func:`copy_plain`, but only headers are written.
+    """
+    reader = _HashingReader(_RegionReader(region.fd, region.offset, region.size), progress, None)
+    split = _write_split(reader, dest)
+    if reader.count != region.size:
+        raise InvalidArchive(f"blob ends after {reader.count} of its {region.size} bytes; the archive is truncated")
+    digest = "sha256:" + reader.sha.hexdigest()
+    return KeptSplit(Materialized(diff_id=digest, blob_digest=digest, size=reader.count), split.exact, split.problem)
+
+
+def split_compressed(
+    raw: BinaryIO, dest: Path, progress: Progress | None = None, tap: Callable[[bytes], None] | None = None
+) -> KeptSplit:
+    """Write the tar-split of the gzip or zstd blob ``raw`` to ``dest``, hashing blob and tar.
+
+    ``tap`` gets every uncompressed chunk too, in order (a :class:`ChunkFeed`'s ``put``).
+    """
+    counting = _CountingReader(raw, hashing=True)
+    seen = 0
+
+    def advance(_: int) -> None:
+        # Progress counts the blob's bytes, as the archive's sizes do, not the uncompressed ones.
+        nonlocal seen
+        if progress is not None:
+            progress(counting.count - seen)
+            seen = counting.count
+
+    with archive.open_layer_stream(io.BufferedReader(counting, CHUNK)) as stream:
+        reader = _HashingReader(cast(io.BufferedIOBase, stream), advance, tap)
+        split = _write_split(reader, dest)
+    while counting.read(CHUNK):
+        pass
+    assert counting.sha is not None
+    diff_id = "sha256:" + reader.sha.hexdigest()
+    blob_digest = "sha256:" + counting.sha.hexdigest()
+    return KeptSplit(Materialized(diff_id, blob_digest, reader.count), split.exact, split.problem)
 
 
 def copy_plain(region: FileRegion, dest: Path, progress: Progress | None = None) -> Materialized:

@@ -20,7 +20,7 @@ from drivebay.layers.image_archive import (
     SavedImage,
     add_bytes,
     add_dir,
-    add_file,
+    add_tar,
     writing_archive,
 )
 from drivebay.layers.store import digest_hex, sha256_digest
@@ -68,7 +68,7 @@ def write(out: BinaryIO, images: list[SavedImage]) -> None:
                     add_bytes(tar, f"{v1}/VERSION", b"1.0")
                     v1_json = {"id": v1, "parent": parent} if parent else {"id": v1}
                     add_bytes(tar, f"{v1}/json", json.dumps(v1_json).encode())
-                    add_file(tar, f"{v1}/layer.tar", layer.tar)
+                    add_tar(tar, f"{v1}/layer.tar", layer.tar)
                 layer_paths.append(f"{v1}/layer.tar")
                 parent = v1
             config_name = f"{digest_hex(image.id)}.json"

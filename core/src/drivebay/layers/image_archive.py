@@ -11,8 +11,8 @@ import io
 import os
 import posixpath
 import tarfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -39,12 +39,25 @@ class LayerBlob:
 
 
 @dataclass(frozen=True)
+class TarSource:
+    """A layer tar to be written into an archive: its size, and how to open it for one read."""
+
+    size: int
+    open: Callable[[], AbstractContextManager[BinaryIO]]
+
+    @classmethod
+    def file(cls, path: Path) -> TarSource:
+        """The tar in the file ``path``."""
+        return cls(path.stat().st_size, lambda: open(path, "rb"))
+
+
+@dataclass(frozen=True)
 class SavedLayer:
-    """A layer to write into an archive: its IDs and its stored tar."""
+    """A layer to write into an archive: its IDs and its original tar."""
 
     chain_id: str
     diff_id: str
-    tar: Path
+    tar: TarSource
 
 
 @dataclass(frozen=True)
@@ -158,12 +171,12 @@ def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
-    """Add a file's bytes (a layer tar) to an archive being written."""
+def add_tar(tar: tarfile.TarFile, name: str, source: TarSource) -> None:
+    """Add a layer tar to an archive being written."""
     info = tarfile.TarInfo(name)
-    info.size = path.stat().st_size
+    info.size = source.size
     info.mode = 0o644
-    with open(path, "rb") as f:
+    with source.open() as f:
         tar.addfile(info, f)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import platform
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from drivebay.errors import DigestMismatch, InvalidArchive
@@ -20,9 +19,10 @@ from drivebay.layers.image_archive import (
     ArchiveImage,
     LayerBlob,
     SavedImage,
+    TarSource,
     add_bytes,
     add_dir,
-    add_file,
+    add_tar,
     writing_archive,
 )
 from drivebay.layers.store import digest_hex, sha256_digest
@@ -138,21 +138,21 @@ def write(out: BinaryIO, images: list[SavedImage]) -> None:
         add_dir(tar, "blobs/")
         add_dir(tar, "blobs/sha256/")
 
-        def blob(digest: str, data: bytes | None = None, layer: Path | None = None) -> None:
+        def blob(digest: str, data: bytes | None = None, layer: TarSource | None = None) -> None:
             if digest in written:
                 return
             written.add(digest)
             if data is not None:
                 add_bytes(tar, _blob_path(digest), data)
             elif layer is not None:
-                add_file(tar, _blob_path(digest), layer)
+                add_tar(tar, _blob_path(digest), layer)
 
         for image in images:
             blob(image.id, image.config)
             layers = []
             for layer in image.layers:
                 blob(layer.diff_id, layer=layer.tar)
-                layers.append(_descriptor(MEDIA_LAYER, layer.diff_id, layer.tar.stat().st_size))
+                layers.append(_descriptor(MEDIA_LAYER, layer.diff_id, layer.tar.size))
             manifest = _json(
                 {
                     "schemaVersion": 2,

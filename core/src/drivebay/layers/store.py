@@ -6,15 +6,20 @@ ID (the graph driver's layer ID) and a size. Layers are shared: a layer is
 kept while an image's top layer, a child layer or a live lease names it, and
 :meth:`LayerStore.release` removes unused layers down the chain.
 
-Original tars: each layer's uncompressed tar is kept at
-``<root>/layerdb/sha256/<chain hex>/layer.tar``, under its chain ID as Docker's
-layerdb does. Docker keeps tar-split headers and re-reads file contents from
-the driver instead; that gives back the same bytes only if every driver keeps
-every file exactly (sparse holes, xattr order, hardlink choice), which a
-pluggable store cannot promise. Keeping the tar costs the layer's size again
-on disk, but ``image save`` is then byte-identical on every driver, needs no
-mount, and keeping a loaded tar is one copy (or the decompression), hashed as
-it is made, in a thread beside the apply (:meth:`LayerStore.create_from_region`).
+Original tars: ``image save`` gives back each loaded layer's tar byte for
+byte. A loaded layer keeps its tar-split at
+``<root>/layerdb/sha256/<chain hex>/layer.tarsplit``, under its chain ID as
+Docker's layerdb does: the tar's headers and padding, with each regular
+file's bytes named by path (:mod:`drivebay.archive.tarsplit`). Saving reads
+those bytes back from the driver's view of the layer, which holds them as
+the tar wrote them whatever the driver (only the file's bytes are read back;
+headers, xattr order and hardlink choice come from the split), and hashes
+the rebuilt tar against the diff ID. The split is made in a thread beside
+the apply, in the same pass that hashes the tar
+(:meth:`LayerStore.create_from_region`), so a load writes the layer's bytes
+once, not twice. A tar that removes or replaces one of its own files cannot
+be rebuilt from the layer; it is kept whole, as ``layer.tar``, and so are the
+tars of imported and committed layers.
 
 Crash safety: a layer row is inserted as ``creating`` (with the owner's PID and
 the cache ID) before the driver is touched, so whatever a killed process left
@@ -37,18 +42,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from drivebay import archive
 from drivebay.errors import DigestMismatch, LayerNotFound
 from drivebay.facades.graph import GraphDriver
 from drivebay.layers.blobs import (
     ChunkFeed,
     FeedAbandoned,
     FileRegion,
+    KeptSplit,
     Materialized,
-    copy_plain,
     decompress,
     materialize,
+    split_compressed,
+    split_plain,
 )
 from drivebay.layers.crashpoints import crash_during_read, crash_point
+from drivebay.layers.image_archive import TarSource
 from drivebay.layers.schema import SCHEMA
 from drivebay.processes import pid_alive
 from drivebay.state import StateDB
@@ -198,7 +207,39 @@ class LayerStore:
         return found[::-1]
 
     def tar_path(self, chain: str) -> Path:
+        """Where a layer kept whole keeps its tar."""
         return self.layerdb / digest_hex(chain) / "layer.tar"
+
+    def split_path(self, chain: str) -> Path:
+        """Where a loaded layer keeps its tar-split."""
+        return self.layerdb / digest_hex(chain) / "layer.tarsplit"
+
+    def kept_path(self, chain: str) -> Path:
+        """The file that keeps the layer's tar: its tar-split, or the tar itself."""
+        split = self.split_path(chain)
+        return split if split.exists() else self.tar_path(chain)
+
+    def tar_source(self, chain: str) -> TarSource:
+        """The layer's original tar, to be read once (by ``image save``)."""
+        layer = self.get(chain)
+        kept = self.kept_path(chain)
+        if kept.suffix == ".tar":
+            return TarSource.file(kept)
+        return TarSource(layer.tar_size, lambda: self._rebuilt_tar(layer, kept))
+
+    @contextmanager
+    def _rebuilt_tar(self, layer: Layer, split: Path) -> Iterator[BinaryIO]:
+        """The tar of ``split``, its files read from the driver's view of ``layer``, verified at the end."""
+        root = self.graph.get(layer.cache_id)
+        try:
+            with (
+                open(split, "rb") as kept,
+                archive.RebuiltTar(kept, root, layer.diff_id, f"layer {layer.chain_id}") as tar,
+            ):
+                yield cast(BinaryIO, tar)
+                tar.verify()
+        finally:
+            self.graph.put(layer.cache_id)
 
     # -- temporary tars -------------------------------------------------------
 
@@ -275,27 +316,29 @@ class LayerStore:
     ) -> Layer:
         """Create the claimed layer from a blob in a file (plain, gzip or zstd), keeping its tar, verified as it goes.
 
-        The driver applies while a second thread keeps the uncompressed tar and
-        hashes it: a plain tar is applied straight from ``region`` while the
-        thread copies it in one pass; a compressed one is decompressed by the
-        thread, which hands each chunk on to the apply. So on two cores
-        verifying and keeping add little to the apply's time. ``expected_blob``
-        is the digest of the blob as stored. On a digest mismatch the applied
-        layer is left to :meth:`abandon`; nothing becomes visible.
+        The driver applies while a second thread hashes the uncompressed tar
+        and writes its tar-split: a plain tar is applied straight from
+        ``region`` while the thread reads it once more; a compressed one is
+        decompressed by the thread, which hands each chunk on to the apply. So
+        on two cores verifying and keeping add little to the apply's time. A
+        tar the layer cannot give back (see the module docstring) is then kept
+        whole, read from ``region`` again. ``expected_blob`` is the digest of
+        the blob as stored. On a digest mismatch the applied layer is left to
+        :meth:`abandon`; nothing becomes visible.
         """
-        temp = self.temp_path()
-        kept: list[Materialized] = []
+        temp = self.temp_path(".tarsplit")
+        kept: list[KeptSplit] = []
         failures: list[BaseException] = []
         feed = ChunkFeed() if region.is_compressed() else None
 
         def keep() -> None:
             try:
                 if feed is None:
-                    kept.append(copy_plain(region, temp, progress))
+                    kept.append(split_plain(region, temp, progress))
                     return
                 try:
                     with region.open() as raw:
-                        kept.append(decompress(raw, temp, hash_blob=True, progress=progress, tap=feed.put))
+                        kept.append(split_compressed(raw, temp, progress, tap=feed.put))
                 finally:
                     feed.end()
             except BaseException as exc:  # raised in the caller's thread by _raise_keep_failure
@@ -315,12 +358,18 @@ class LayerStore:
                 # explains an apply error about its end better than that error does.
                 _raise_keep_failure(failures)
                 if kept:
-                    _verify(kept[0], claim.diff_id, expected_blob, what)
+                    _verify(kept[0].materialized, claim.diff_id, expected_blob, what)
                 raise
             worker.join()
             _raise_keep_failure(failures)
-            _verify(kept[0], claim.diff_id, expected_blob, what)
-            return self._finish(claim, temp, kept[0].size, size)
+            _verify(kept[0].materialized, claim.diff_id, expected_blob, what)
+            if kept[0].problem is not None:
+                raise kept[0].problem
+            if not kept[0].exact:
+                temp.unlink()
+                temp = self.temp_path()
+                materialize(region, temp)
+            return self._finish(claim, temp, kept[0].materialized.size, size)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -337,12 +386,12 @@ class LayerStore:
         crash_point("layer:applied")
         return size
 
-    def _finish(self, claim: Claim, tar_path: Path, tar_size: int, size: int) -> Layer:
-        """Move the kept tar into place and make the layer visible, in one transaction."""
-        final = self.tar_path(claim.chain_id)
+    def _finish(self, claim: Claim, kept: Path, tar_size: int, size: int) -> Layer:
+        """Move the kept tar (or tar-split, by its suffix) into place and make the layer visible, in one transaction."""
+        final = self.split_path(claim.chain_id) if kept.suffix == ".tarsplit" else self.tar_path(claim.chain_id)
         with self.state.transaction() as db:
             final.parent.mkdir(exist_ok=True)
-            os.replace(tar_path, final)
+            os.replace(kept, final)
             db.execute(
                 "UPDATE layerstore_layers SET state='ready', size=?, tar_size=?, created=? WHERE chain_id=?",
                 (size, tar_size, time.time(), claim.chain_id),

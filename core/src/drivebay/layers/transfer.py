@@ -166,7 +166,7 @@ def save_images(refs: list[str], out_path: Path, fmt: str, images: ImageStore) -
                     config=image.config,
                     tags=tuple(tags.get(image.id, [])),
                     layers=tuple(
-                        SavedLayer(chain, diff_id, layers.tar_path(chain))
+                        SavedLayer(chain, diff_id, layers.tar_source(chain))
                         for chain, diff_id in zip(chains, image.diff_ids, strict=True)
                     ),
                 )
