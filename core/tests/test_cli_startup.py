@@ -38,3 +38,59 @@ def test_image_ls_imports_neither_the_bench_nor_the_plugin_server_nor_progress_b
     )
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
     assert out.splitlines()[-1] == "0 []"
+
+
+LAZY_FOR_IMAGE_LS = (
+    "yaml",  # read only when a config file exists
+    "difflib",  # suggests a config key in an error
+    "drivebay.hookspecs.volume",  # each kind's hookspecs load with the first driver of that kind
+    "drivebay.hookspecs.network",
+    "drivebay.hookspecs.log",
+    "drivebay.layers.transfer",  # image load, save and import
+    "drivebay.layers.docker_archive",
+    "drivebay.layers.oci_archive",
+    "ctypes.util",  # find_library runs ldconfig; core binds the libc already loaded
+)
+
+
+def test_image_ls_imports_none_of_the_modules_it_does_not_need(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from drivebay.cli.main import main\n"
+        f"status = main(['--root', {str(tmp_path / 'root')!r}, '-s', 'vfs', 'image', 'ls'])\n"
+        f"lazy = {LAZY_FOR_IMAGE_LS!r}\n"
+        "print(status, sorted(m for m in lazy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    assert out.splitlines()[-1] == "0 []"
+
+
+def test_a_config_file_is_still_read_and_checked(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"root: {tmp_path / 'root'}\nstorage-driver: vfs\nstorage-otps: {{}}\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "drivebay.cli.main", "--config", str(config), "image", "ls"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"drivebay: {config}: unknown key 'storage-otps'; did you mean 'storage-opts'? accepted keys: root, "
+        "storage-driver, storage-opts, log-driver, log-opts, volume-driver, network-driver, debug\n"
+    )
+    config.write_text(f"root: {tmp_path / 'root'}\nstorage-driver: vfs\n", encoding="utf-8")
+    listed = subprocess.run(
+        [sys.executable, "-m", "drivebay.cli.main", "--config", str(config), "image", "ls", "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert listed.stdout == "[]\n"
+    assert (tmp_path / "root" / "vfs").is_dir()
+
+
+def test_the_image_save_formats_offered_are_the_ones_transfer_writes() -> None:
+    from drivebay.cli.image import FORMATS
+    from drivebay.layers.transfer import FORMATS as WRITTEN
+
+    assert FORMATS == WRITTEN

@@ -11,14 +11,11 @@ the key and what is accepted.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from drivebay.errors import InvalidConfig
 
@@ -121,6 +118,8 @@ def _apply(values: dict[str, Any], settings: Mapping[str, object], where: str, b
             values["root"] = _root(where, key, value, base)
             continue
         if key not in KEYS:
+            import difflib  # only to suggest a key in an error
+
             close = difflib.get_close_matches(str(key), ACCEPTED_KEYS, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise InvalidConfig(f"{where}: unknown key '{key}'; {hint}accepted keys: {', '.join(ACCEPTED_KEYS)}")
@@ -130,6 +129,9 @@ def _apply(values: dict[str, Any], settings: Mapping[str, object], where: str, b
 
 def read_config_file(path: Path) -> dict[str, object]:
     """The mapping a config file holds; an empty file is an empty mapping."""
+    # Most invocations have no config file; importing yaml costs them a tenth of a small command's start-up.
+    import yaml
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -173,11 +175,16 @@ def load_config_from(
         # A relative root in a file means relative to the file, so a file works wherever it is used from.
         _apply(values, read_config_file(path), str(path), path.parent)
         values["source"] = path
-    from_env = {key: env[name] for key, name in (("root", ENV_ROOT), ("storage-driver", ENV_STORAGE_DRIVER))
-                if env.get(name)}
+    from_env = {
+        key: env[name] for key, name in (("root", ENV_ROOT), ("storage-driver", ENV_STORAGE_DRIVER)) if env.get(name)
+    }
     for key, value in from_env.items():
-        _apply(values, {key: value}, f"environment variable {ENV_ROOT if key == 'root' else ENV_STORAGE_DRIVER}",
-               Path.cwd())
+        _apply(
+            values,
+            {key: value},
+            f"environment variable {ENV_ROOT if key == 'root' else ENV_STORAGE_DRIVER}",
+            Path.cwd(),
+        )
     flags = dict(overrides or {})
     if "storage-opts" in flags:
         # --storage-opt adds to (and overrides) the file's options instead of replacing them all.

@@ -8,6 +8,7 @@ that every required hook is implemented with the spec's parameter names.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import inspect
 from dataclasses import dataclass
@@ -17,14 +18,12 @@ from typing import Any
 import pluggy
 from stevedore import driver as stevedore_driver
 from stevedore.exception import NoMatches
+from stevedore.extension import ExtensionManager
+from stevedore.named import NamedExtensionManager
 
 from drivebay.dockerplugin import plugin_name
 from drivebay.errors import DrivebayError, DriverContractError, DriverNotFound
 from drivebay.hookspecs import PROJECT
-from drivebay.hookspecs import graph as graph_spec
-from drivebay.hookspecs import log as log_spec
-from drivebay.hookspecs import network as network_spec
-from drivebay.hookspecs import volume as volume_spec
 from drivebay.tracing import TimingTracer
 
 WRAPPER_GROUP = "drivebay.wrappers"
@@ -32,10 +31,18 @@ WRAPPER_GROUP = "drivebay.wrappers"
 
 @dataclass(frozen=True)
 class DriverKind:
-    """One of the four driver kinds and where its contract lives."""
+    """One of the four driver kinds and the module holding its contract (imported on first use).
+
+    A command uses one or two kinds; importing the other hookspec modules, with their dataclasses,
+    would cost it start-up time for nothing.
+    """
 
     name: str
-    spec: ModuleType
+    spec_module: str
+
+    @property
+    def spec(self) -> ModuleType:
+        return importlib.import_module(self.spec_module)
 
     @property
     def group(self) -> str:
@@ -55,18 +62,16 @@ class DriverKind:
 
     @property
     def distribution_prefix(self) -> str:
-        return {"graph": "graphdriver", "volume": "volumedriver", "network": "netdriver", "log": "logdriver"}[
-            self.name
-        ]
+        return {"graph": "graphdriver", "volume": "volumedriver", "network": "netdriver", "log": "logdriver"}[self.name]
 
 
 KINDS: dict[str, DriverKind] = {
     kind.name: kind
     for kind in (
-        DriverKind("graph", graph_spec),
-        DriverKind("volume", volume_spec),
-        DriverKind("network", network_spec),
-        DriverKind("log", log_spec),
+        DriverKind("graph", "drivebay.hookspecs.graph"),
+        DriverKind("volume", "drivebay.hookspecs.volume"),
+        DriverKind("network", "drivebay.hookspecs.network"),
+        DriverKind("log", "drivebay.hookspecs.log"),
     )
 }
 
@@ -111,6 +116,17 @@ def installed_drivers(kind: DriverKind) -> list[InstalledDriver]:
                     target=ep.value,
                 )
     return [found[name] for name in sorted(found)]
+
+
+def installed_driver_names(kind: DriverKind) -> list[str]:
+    """The names of the installed drivers of ``kind``, sorted, from stevedore's entry-point cache.
+
+    Cheaper than :func:`installed_drivers`, which reads every distribution's metadata: a selection
+    that needs only the names runs on every command.
+    """
+    # No names asked for: stevedore lists the group's entry points and loads none of them.
+    listing: NamedExtensionManager[object] = NamedExtensionManager(kind.group, names=[])
+    return sorted(set(listing.entry_points_names()))
 
 
 def suggested_distribution(kind: DriverKind, name: str) -> str:
@@ -171,8 +187,7 @@ def _instantiate(kind: DriverKind, name: str) -> object:
         # A plugin that fails to import or to instantiate is broken, not absent: say which and where.
         dist = next((d.distribution for d in installed_drivers(kind) if d.name == name), "its distribution")
         raise DriverContractError(
-            f"{kind.name} driver '{name}' failed to load: {type(exc).__name__}: {exc}; "
-            f"reinstall {dist} or fix it"
+            f"{kind.name} driver '{name}' failed to load: {type(exc).__name__}: {exc}; reinstall {dist} or fix it"
         ) from exc
     return manager_ext.driver
 
@@ -208,11 +223,8 @@ def check_contract(kind: DriverKind, name: str, plugin: object) -> None:
 
 
 def _load_wrappers() -> list[object]:
-    wrappers = []
-    for ep in importlib.metadata.entry_points(group=WRAPPER_GROUP):
-        target = ep.load()
-        wrappers.append(target() if inspect.isclass(target) else target)
-    return wrappers
+    found: ExtensionManager[object] = ExtensionManager(WRAPPER_GROUP, on_load_failure_callback=_reraise)
+    return [ext.plugin() if inspect.isclass(ext.plugin) else ext.plugin for ext in found]
 
 
 def _reraise(manager: object, entrypoint: object, exc: BaseException) -> None:

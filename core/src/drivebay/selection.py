@@ -15,8 +15,15 @@ from pathlib import Path
 from drivebay.config import Config
 from drivebay.errors import DrivebayError, DriverNotSupported, DriverRootMismatch
 from drivebay.facades.graph import GraphDriver
-from drivebay.fs.backing import kernel_filesystems
-from drivebay.loader import KINDS, DriverKind, InstalledDriver, LoadedDriver, installed_drivers, load_driver
+from drivebay.loader import (
+    KINDS,
+    DriverKind,
+    InstalledDriver,
+    LoadedDriver,
+    installed_driver_names,
+    installed_drivers,
+    load_driver,
+)
 from drivebay.state import StateDB
 
 AUTO_ORDER = ("overlay2", "btrfs", "aufs", "vfs")
@@ -62,7 +69,7 @@ def _holds_data(home: Path) -> bool:
 
 def existing_graph_drivers(root: Path) -> list[str]:
     """Graph drivers whose home under ``root`` holds data, in priority order."""
-    names = [*KNOWN_GRAPH_DRIVERS, *(d.name for d in installed_drivers(KINDS["graph"]))]
+    names = [*KNOWN_GRAPH_DRIVERS, *installed_driver_names(KINDS["graph"])]
     return [name for name in dict.fromkeys(names) if _holds_data(root / name)]
 
 
@@ -81,7 +88,10 @@ def choose_graph_driver(config: Config) -> str:
     if existing:
         return existing[0]
     kind = KINDS["graph"]
-    installed = {d.name for d in installed_drivers(kind)}
+    installed = set(installed_driver_names(kind))
+    # Imported here: fs.backing's mount-table bindings (ctypes) are start-up cost only the aufs check needs.
+    from drivebay.fs.backing import kernel_filesystems
+
     tried = []
     for name in AUTO_ORDER:
         if name not in installed:

@@ -8,10 +8,12 @@ import time
 
 from drivebay.errors import UsageError
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+# Patterns, not compiled ones: re compiles (and caches) them on first use, so the commands that never parse a
+# time (most of them import this module through the container store) do not pay for compiling them at start-up.
+_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)"
 _DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-_UNIX = re.compile(r"^(\d+)(?:\.(\d{1,9}))?$")
-_DATE = re.compile(
+_UNIX = r"^(\d+)(?:\.(\d{1,9}))?$"
+_DATE = (
     r"^(\d{4})-(\d{2})-(\d{2})"
     r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?"
     r"(Z|[+-]\d{2}:?\d{2})?$"
@@ -20,9 +22,10 @@ _DATE = re.compile(
 
 def _go_duration_ns(text: str) -> int | None:
     body = text[1:] if text[:1] in "+-" else text
+    part = re.compile(_DURATION_PART)
     pos, total = 0, 0
     while pos < len(body):
-        match = _DURATION_PART.match(body, pos)
+        match = part.match(body, pos)
         if not match:
             return None
         total += int(float(match.group(1)) * _DURATION_UNITS[match.group(2)])
@@ -45,10 +48,10 @@ def parse_timestamp(text: str, now_ns: int | None = None) -> int:
     duration = _go_duration_ns(value)
     if duration is not None:
         return now - duration
-    unix = _UNIX.match(value)
+    unix = re.match(_UNIX, value)
     if unix:
         return int(unix.group(1)) * 10**9 + int((unix.group(2) or "0").ljust(9, "0"))
-    date = _DATE.match(value)
+    date = re.match(_DATE, value)
     if date:
         year, month, day, hour, minute, second, frac, zone = date.groups()
         fields = (int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))

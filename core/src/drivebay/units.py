@@ -22,7 +22,8 @@ _BINARY_EXAMPLE = "10G or 512M (binary units: 1M is 1,048,576 bytes)"
 _DECIMAL_EXAMPLE = "10m or 512k (decimal units: 10m is 10,000,000 bytes)"
 # go-units splits at the last digit, dot or space and hands the number to strconv.ParseFloat,
 # so "1.", ".5" and "1e3" are sizes; a unit letter may carry "b" or "ib", and "b" alone is bytes.
-_SIZE = re.compile(r"^((?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?) ?(?:([kmgtp])(?:i?b)?|b)?$", re.IGNORECASE)
+# A pattern, compiled (and cached) by re on first use: every driver imports this module, few parse a size.
+_SIZE = r"^((?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?) ?(?:([kmgtp])(?:i?b)?|b)?$"
 
 
 def parse_byte_size(text: str, *, binary: bool) -> int:
@@ -30,7 +31,7 @@ def parse_byte_size(text: str, *, binary: bool) -> int:
 
     Raises ``ValueError`` for anything else.
     """
-    match = _SIZE.match(text.strip())
+    match = re.match(_SIZE, text.strip(), re.IGNORECASE)
     if not match:
         raise ValueError(f"invalid size {text!r}")
     units = _BINARY if binary else _DECIMAL

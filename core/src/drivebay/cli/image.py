@@ -11,7 +11,11 @@ from drivebay.cli.context import CliContext
 from drivebay.cli.output import human_size, print_table
 from drivebay.layers import Stores, open_stores
 from drivebay.layers.progress import load_progress
-from drivebay.layers.transfer import FORMATS, import_rootfs, load_archive, save_images
+
+# drivebay.layers.transfer (the archive readers and writers) is imported by the commands that move archives
+# only: listing and removing images would pay its import for nothing. Its FORMATS, spelled out here for the
+# parser, is checked to match by core/tests/test_cli_startup.py.
+FORMATS = ("docker", "oci")
 
 
 def stores(ctx: CliContext) -> Stores:
@@ -111,6 +115,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_load(ctx: CliContext) -> int:
+    from drivebay.layers.transfer import load_archive
+
     store = stores(ctx)
     progress = load_progress(ctx.args.quiet)
     try:
@@ -126,11 +132,15 @@ def cmd_load(ctx: CliContext) -> int:
 
 
 def cmd_save(ctx: CliContext) -> int:
+    from drivebay.layers.transfer import save_images
+
     save_images(ctx.args.refs, ctx.args.output, ctx.args.format, stores(ctx).images)
     return 0
 
 
 def cmd_import(ctx: CliContext) -> int:
+    from drivebay.layers.transfer import import_rootfs
+
     image = import_rootfs(ctx.args.input, ctx.args.ref, stores(ctx).images)
     print(image.id)
     return 0

@@ -19,9 +19,10 @@ from drivebay.errors import ImageInUse, ImageNotFound, InvalidArchive, LayerNotF
 from drivebay.layers.store import Layer, LayerStore, chain_ids, digest_hex, sha256_digest
 from drivebay.state import StateDB
 
-_NAME = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_DOMAIN = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?")
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
+# Patterns, compiled (and cached) by re on first use: listing images never parses a reference.
+_NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?"
+_TAG = r"[\w][\w.-]{0,127}"
 
 
 def normalize_ref(ref: str) -> str:
@@ -35,9 +36,9 @@ def normalize_ref(ref: str) -> str:
     path_parts = parts[1:] if first_is_domain else parts
     valid = (
         bool(name)
-        and _TAG.fullmatch(tag) is not None
-        and (not first_is_domain or _DOMAIN.fullmatch(parts[0]) is not None)
-        and all(_NAME.fullmatch(p) for p in path_parts)
+        and re.fullmatch(_TAG, tag) is not None
+        and (not first_is_domain or re.fullmatch(_DOMAIN, parts[0]) is not None)
+        and all(re.fullmatch(_NAME, p) for p in path_parts)
     )
     if not valid:
         raise UsageError(
