@@ -16,7 +16,14 @@ import pytest
 from stevedore.extension import ExtensionManager
 
 from drivebay.errors import DriverContractError, DriverNotFound
-from drivebay.loader import KINDS, check_contract, installed_drivers, load_driver, suggested_distribution
+from drivebay.loader import (
+    KINDS,
+    check_contract,
+    installed_driver_names,
+    installed_drivers,
+    load_driver,
+    suggested_distribution,
+)
 
 GRAPH = KINDS["graph"]
 
@@ -120,6 +127,49 @@ def test_listing_reads_metadata_without_importing(install_driver: InstallDriver)
     assert found["listed"].version == "0.0.1"
     assert found["listed"].target == f"{module}:Driver"
     assert module not in sys.modules, "listing drivers must not import them"
+
+
+def test_driver_names_come_from_entry_points_without_importing(install_driver: InstallDriver) -> None:
+    module = install_driver("named", COMPLETE_DRIVER)
+    names = installed_driver_names(GRAPH)
+    assert "named" in names
+    assert names == [d.name for d in installed_drivers(GRAPH)]
+    assert module not in sys.modules, "listing driver names must not import them"
+
+
+AUDIT_WRAPPER = """
+from drivebay import hookimpl
+
+CALLS = []
+
+
+class Auditor:
+    @hookimpl(wrapper=True)
+    def graph_exists(self, layer_id):
+        CALLS.append(layer_id)
+        return (yield)
+"""
+
+
+def test_a_wrapper_from_the_wrappers_group_wraps_the_driver(install_driver: InstallDriver, tmp_path: Path) -> None:
+    install_driver("audited", COMPLETE_DRIVER)
+    site = tmp_path / "site"
+    (site / "drivebay_test_wrapper_audit.py").write_text(AUDIT_WRAPPER, encoding="utf-8")
+    dist_info = site / "drivebay_test_wrapper_audit-0.0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: drivebay-test-wrapper-audit\nVersion: 0.0.1\n", encoding="utf-8"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        "[drivebay.wrappers]\naudit = drivebay_test_wrapper_audit:Auditor\n", encoding="utf-8"
+    )
+    importlib.invalidate_caches()
+    try:
+        loaded = load_driver(GRAPH, "audited")
+        assert loaded.hook.graph_exists(layer_id="x") is False
+        assert sys.modules["drivebay_test_wrapper_audit"].CALLS == ["x"]
+    finally:
+        sys.modules.pop("drivebay_test_wrapper_audit", None)
 
 
 def test_a_complete_driver_loads_and_answers(install_driver: InstallDriver) -> None:
