@@ -625,8 +625,18 @@ static int copy_file_data(TarWriter *w, int fd, unsigned long long size) {
     return emit_zeros(w, -size % BLOCK);
 }
 
+/* openat without giving the file a new atime where the kernel allows it (the owner, or CAP_FOWNER): with
+ * relatime, a diff reading a layer would otherwise write an atime into every inode it reads, and on btrfs
+ * the next native diff would have to commit those writes and look at them. */
+static int open_noatime(int dirfd, const char *name, int flags) {
+    int fd = openat(dirfd, name, flags | O_NOATIME);
+    if (fd < 0 && errno == EPERM)
+        fd = openat(dirfd, name, flags);
+    return fd;
+}
+
 static int add_regular(TarWriter *w, Member *m, int dirfd, const char *name, const struct stat *st) {
-    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = open_noatime(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return fail_unreadable(w, errno);
     m->size = (unsigned long long)st->st_size;
@@ -836,7 +846,7 @@ static int add_opaque_marker(TarWriter *w, int fd, enum whiteouts fmt, const Lis
 static int write_dir(TarWriter *w, int *fd, const struct stat *dir_st, enum whiteouts fmt, int depth);
 
 static int write_subdir(TarWriter *w, int *fd, const Child *c, enum whiteouts fmt, int depth) {
-    int sub = openat(*fd, c->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int sub = open_noatime(*fd, c->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (sub < 0)
         return fail_unreadable(w, errno);
     int rc = add_inode(w, *fd, c->name, &c->st, sub);
@@ -975,7 +985,7 @@ static int write_tree_body(TarWriter *w, const void *fmt) {
     struct stat st;
     if (lstat(w->path.data, &st) < 0)
         return fail_unreadable(w, errno);
-    int fd = open(w->path.data, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = open_noatime(AT_FDCWD, w->path.data, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return fail_unreadable(w, errno);
     int rc = write_dir(w, &fd, &st, *(const enum whiteouts *)fmt, 0);

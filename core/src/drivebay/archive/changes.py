@@ -17,6 +17,7 @@ from drivebay.archive.whiteouts import (
     is_opaque_dir,
     whited_out_name,
 )
+from drivebay.fs.noatime import scandir_noatime
 from drivebay.hookspecs.graph import Change, ChangeKind
 
 
@@ -77,8 +78,8 @@ def _lstat(path: str) -> os.stat_result | None:
 
 
 def _scan(path: str) -> dict[str, tuple[str, os.stat_result]]:
-    with os.scandir(path) as it:
-        return {entry.name: (entry.path, entry.stat(follow_symlinks=False)) for entry in it}
+    with scandir_noatime(path) as it:
+        return {entry.name: (f"{path}/{entry.name}", entry.stat(follow_symlinks=False)) for entry in it}
 
 
 def _compare_dir(new_dir: str, old_dir: str | None, prefix: str, out: list[Change]) -> None:
@@ -124,15 +125,15 @@ def naive_changes(layer_root: Path, parent_root: Path | None) -> list[Change]:
 def _upper_dir(upper_dir: str, parent_dir: str | None, prefix: str, fmt: WhiteoutFormat, out: list[Change]) -> bool:
     """Add the changes below ``upper_dir`` to ``out``; return whether ``upper_dir`` is opaque."""
     shadowed: set[str] = set()
-    with os.scandir(upper_dir) as it:
-        entries = list(it)
+    with scandir_noatime(upper_dir) as it:
+        # Stat while the directory's fd is open: the entries stat relative to it.
+        entries = [(entry.name, entry.stat(follow_symlinks=False)) for entry in it]
     # aufs marks opacity with a name, already listed here; overlay with an xattr of the directory.
-    opaque = is_opaque_dir(upper_dir, {entry.name for entry in entries} if fmt is WhiteoutFormat.AUFS else None, fmt)
-    for entry in entries:
-        name = entry.name
+    opaque = is_opaque_dir(upper_dir, {name for name, _ in entries} if fmt is WhiteoutFormat.AUFS else None, fmt)
+    for name, st in entries:
+        path = f"{upper_dir}/{name}"
         if fmt is WhiteoutFormat.AUFS and (name == OPAQUE_MARKER or is_aufs_meta(name)):
             continue
-        st = entry.stat(follow_symlinks=False)
         victim = whited_out_name(name, st, fmt)
         if victim is not None:
             # A whiteout of something no lower layer has is overlay bookkeeping, not a deletion.
@@ -148,16 +149,16 @@ def _upper_dir(upper_dir: str, parent_dir: str | None, prefix: str, fmt: Whiteou
         if old_st is None or old_path is None:
             out.append(Change(rel, ChangeKind.ADD))
             if is_dir:
-                _upper_dir(entry.path, None, rel, fmt, out)
+                _upper_dir(path, None, rel, fmt, out)
             continue
         if is_dir:
             before = len(out)
             lower = old_path if stat.S_ISDIR(old_st.st_mode) else None
-            child_opaque = _upper_dir(entry.path, lower, rel, fmt, out)
+            child_opaque = _upper_dir(path, lower, rel, fmt, out)
             # Checked last: most directories in an upper dir are there because they hold changes.
-            changed = child_opaque or len(out) > before or entry_changed(entry.path, st, old_path, old_st)
+            changed = child_opaque or len(out) > before or entry_changed(path, st, old_path, old_st)
         else:
-            changed = entry_changed(entry.path, st, old_path, old_st)
+            changed = entry_changed(path, st, old_path, old_st)
         if changed:
             out.append(Change(rel, ChangeKind.MODIFY))
     # The top of the layer (prefix "") hides nothing: only directories below it can be opaque.

@@ -32,6 +32,7 @@ from pathlib import Path
 # The naive comparison's own notion of "same entry", so both methods agree by construction.
 from drivebay.archive.changes import entry_changed
 from drivebay.fs import btrfs
+from drivebay.fs.noatime import scandir_noatime
 from drivebay.hookspecs.graph import Change, ChangeKind
 
 
@@ -116,7 +117,7 @@ class _Comparison:
         stack = [rel]
         while stack:
             current = stack.pop()
-            with os.scandir(f"{self.child_root}{current}") as entries:
+            with scandir_noatime(f"{self.child_root}{current}") as entries:
                 for entry in entries:
                     path = _join(current, entry.name)
                     self.changes[path] = ChangeKind.ADD
