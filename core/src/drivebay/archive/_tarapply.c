@@ -34,6 +34,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "growbuf.h"
+
 enum { KIND_NONE, KIND_UNSAFE, KIND_INVALID, KIND_IO, KIND_NOMEM };
 enum { WH_DELETE, WH_OVERLAY, WH_AUFS };
 
@@ -48,78 +50,32 @@ enum { WH_DELETE, WH_OVERLAY, WH_AUFS };
 #define AUFS_META_PREFIX ".wh..wh."
 #define OPAQUE_MARKER ".wh..wh..opq"
 
-/* ---- growable buffers ---------------------------------------------------------------------------- */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-} Buf;
-
-/* Room for `extra` more bytes and a NUL; -1 when out of memory. */
-static int buf_reserve(Buf *b, size_t extra)
-{
-    size_t need = b->len + extra + 1;
-    if (need <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap * 2 : 256;
-    while (cap < need)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p)
-        return -1;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static int buf_append(Buf *b, const void *data, size_t n)
-{
-    if (buf_reserve(b, n) < 0)
-        return -1;
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
-static int buf_set(Buf *b, const void *data, size_t n)
-{
-    b->len = 0;
-    return buf_append(b, data, n);
-}
-
 /* A normalized relative path: components joined by '/' in `s` (for messages and lookups) and by NUL in
  * `z` (so that each component is a C string for the *at calls); ends[i] is where component i ends. */
 typedef struct {
-    Buf s, z;
+    Bytes s, z;
     size_t *ends;
     size_t n, cap;
 } Path;
 
 static size_t path_start(const Path *p, size_t i) { return i ? p->ends[i - 1] + 1 : 0; }
 
-static const char *path_component(const Path *p, size_t i) { return p->z.p + path_start(p, i); }
+static const char *path_component(const Path *p, size_t i) { return p->z.data + path_start(p, i); }
 
 static void path_clear(Path *p)
 {
     p->n = p->s.len = p->z.len = 0;
-    if (p->s.p)
-        p->s.p[0] = p->z.p[0] = '\0';
+    if (p->s.data)
+        p->s.data[0] = p->z.data[0] = '\0';
 }
 
 static int path_push(Path *p, const char *comp, size_t len)
 {
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 16;
-        size_t *ends = realloc(p->ends, cap * sizeof *ends);
-        if (!ends)
-            return -1;
-        p->ends = ends;
-        p->cap = cap;
-    }
-    if (p->n && (buf_append(&p->s, "/", 1) < 0 || buf_append(&p->z, "", 1) < 0))
+    if (!GROW(p->ends, p->cap, p->n + 1, 16))
         return -1;
-    if (buf_append(&p->s, comp, len) < 0 || buf_append(&p->z, comp, len) < 0)
+    if (p->n && (!bytes_append(&p->s, "/", 1) || !bytes_append(&p->z, "", 1)))
+        return -1;
+    if (!bytes_append(&p->s, comp, len) || !bytes_append(&p->z, comp, len))
         return -1;
     p->ends[p->n++] = p->s.len;
     return 0;
@@ -129,8 +85,8 @@ static void path_truncate(Path *p, size_t n)
 {
     p->n = n;
     p->s.len = p->z.len = n ? p->ends[n - 1] : 0;
-    if (p->s.p)
-        p->s.p[p->s.len] = p->z.p[p->z.len] = '\0';
+    if (p->s.data)
+        p->s.data[p->s.len] = p->z.data[p->z.len] = '\0';
 }
 
 /* Length of the '/'-joined string of the first n components. */
@@ -138,8 +94,8 @@ static size_t path_prefix_len(const Path *p, size_t n) { return n ? p->ends[n - 
 
 static void path_free(Path *p)
 {
-    free(p->s.p);
-    free(p->z.p);
+    free(p->s.data);
+    free(p->z.data);
     free(p->ends);
 }
 
@@ -156,7 +112,7 @@ typedef struct {
 } Slot;
 
 typedef struct {
-    Buf arena;
+    Bytes arena;
     StrEntry *entries;
     size_t count, cap;
     Slot *slots;
@@ -182,7 +138,7 @@ static long strset_lookup(const StrSet *set, const char *s, size_t n, uint64_t h
         if (slot.tag != (uint32_t)(h >> 32))
             continue;
         const StrEntry *e = &set->entries[slot.index - 1];
-        if (e->len == n && memcmp(set->arena.p + e->off, s, n) == 0)
+        if (e->len == n && memcmp(set->arena.data + e->off, s, n) == 0)
             return (long)slot.index - 1;
     }
 }
@@ -218,27 +174,21 @@ static long strset_add(StrSet *set, const char *s, size_t n)
         for (size_t i = 0; i < set->count; i++)
             strset_place(set, i);
     }
-    if (set->count == set->cap) {
-        size_t cap = set->cap ? set->cap * 2 : 256;
-        StrEntry *entries = realloc(set->entries, cap * sizeof *entries);
-        if (!entries)
-            return -1;
-        set->entries = entries;
-        set->cap = cap;
-    }
+    if (!GROW(set->entries, set->cap, set->count + 1, 256))
+        return -1;
     size_t off = set->arena.len;
-    if (buf_append(&set->arena, s, n) < 0 || buf_append(&set->arena, "", 1) < 0)
+    if (!bytes_append(&set->arena, s, n) || !bytes_append(&set->arena, "", 1))
         return -1;
     set->entries[set->count] = (StrEntry){off, n, h};
     strset_place(set, set->count);
     return (long)set->count++;
 }
 
-static const char *strset_string(const StrSet *set, size_t index) { return set->arena.p + set->entries[index].off; }
+static const char *strset_string(const StrSet *set, size_t index) { return set->arena.data + set->entries[index].off; }
 
 static void strset_free(StrSet *set)
 {
-    free(set->arena.p);
+    free(set->arena.data);
     free(set->entries);
     free(set->slots);
 }
@@ -259,7 +209,7 @@ typedef struct {
 
 typedef struct {
     char type; /* '0' regular, '1'..'6' as in tar */
-    Buf name, link;
+    Bytes name, link;
     unsigned mode;
     int64_t uid, gid, size;
     struct timespec mtime;
@@ -268,7 +218,7 @@ typedef struct {
     int pax_path, pax_link, long_name, long_link, pax_size, pax_uid, pax_gid, pax_mtime;
     int extended; /* an extension header was read for this member */
     int sparse;   /* GNU.sparse PAX records: the data is a sparse map and runs, not the file's bytes */
-    Buf xattr_data;
+    Bytes xattr_data;
     Xattr *xattrs;
     size_t nxattrs, xattr_cap;
 } Member;
@@ -277,15 +227,15 @@ typedef struct {
  * files' bytes can be read back from the layer unchanged. */
 typedef struct {
     int fd;
-    Buf out;          /* records not yet written to fd */
+    Bytes out;          /* records not yet written to fd */
     size_t raw_at;    /* offset in out of the open raw record's length field; NO_RECORD if none */
     uint64_t total;   /* bytes of the stream consumed */
     StrSet names;     /* every member's path */
-    Buf nondirs;      /* members that are not directories, NUL-separated */
-    Buf files;        /* regular files whose bytes are read back from the layer, NUL-separated */
+    Bytes nondirs;      /* members that are not directories, NUL-separated */
+    Bytes files;        /* regular files whose bytes are read back from the layer, NUL-separated */
     StrSet file_dirs; /* every directory above one of `files` */
     StrSet opaque;    /* directories with an opaque marker */
-    Buf victims;      /* paths whiteouts delete, NUL-separated */
+    Bytes victims;      /* paths whiteouts delete, NUL-separated */
     int exact;        /* 0 once the tar may remove or replace one of `files` itself */
     int err;          /* errno of a failed write to fd */
 } Splitter;
@@ -316,11 +266,11 @@ typedef struct {
     Path stack;
     int *fds;
     unsigned char *sgid;
-    size_t fds_cap;
+    size_t fds_cap, sgid_cap;
 
     Member m;
     Path parts, target;
-    Buf scratch, ext;
+    Bytes scratch, ext;
     StrSet written;   /* paths this tar wrote (for opaque directories in DELETE) */
     StrSet dir_paths; /* directories whose metadata is set at the end; DirMeta by the same index */
     DirMeta *dir_meta;
@@ -386,7 +336,7 @@ static int split_flush(Splitter *sp)
 {
     size_t done = 0;
     while (done < sp->out.len) {
-        ssize_t n = write(sp->fd, sp->out.p + done, sp->out.len - done);
+        ssize_t n = write(sp->fd, sp->out.data + done, sp->out.len - done);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -407,20 +357,20 @@ static int split_raw(Applier *a, const unsigned char *p, size_t n)
     sp->total += n;
     while (n) {
         if (sp->raw_at == NO_RECORD) {
-            if (buf_reserve(&sp->out, 5) < 0)
+            if (!bytes_reserve(&sp->out, 5))
                 return fail_nomem(a);
-            sp->out.p[sp->out.len] = 'R';
+            sp->out.data[sp->out.len] = 'R';
             sp->raw_at = sp->out.len + 1;
-            put_u32((unsigned char *)sp->out.p + sp->raw_at, 0);
+            put_u32((unsigned char *)sp->out.data + sp->raw_at, 0);
             sp->out.len += 5;
         }
-        unsigned char *field = (unsigned char *)sp->out.p + sp->raw_at;
+        unsigned char *field = (unsigned char *)sp->out.data + sp->raw_at;
         uint32_t have = (uint32_t)field[0] | (uint32_t)field[1] << 8 | (uint32_t)field[2] << 16 |
                         (uint32_t)field[3] << 24;
         size_t take = n < RAW_RECORD_MAX - have ? n : RAW_RECORD_MAX - have;
-        if (buf_append(&sp->out, p, take) < 0)
+        if (!bytes_append(&sp->out, p, take))
             return fail_nomem(a);
-        put_u32((unsigned char *)sp->out.p + sp->raw_at, have + (uint32_t)take);
+        put_u32((unsigned char *)sp->out.data + sp->raw_at, have + (uint32_t)take);
         if (have + take == RAW_RECORD_MAX)
             sp->raw_at = NO_RECORD;
         p += take;
@@ -543,7 +493,7 @@ static int read_extension(Applier *a, int64_t size)
         return fail(a, KIND_INVALID,
                     "a layer tar has an extended header of %lld bytes; the stream is corrupt", (long long)size);
     a->ext.len = 0;
-    if (buf_reserve(&a->ext, (size_t)size) < 0)
+    if (!bytes_reserve(&a->ext, (size_t)size))
         return fail_nomem(a);
     uint64_t left = (uint64_t)size;
     while (left) {
@@ -553,11 +503,11 @@ static int read_extension(Applier *a, int64_t size)
             return -1;
         if (got == 0)
             return fail_truncated(a, "header");
-        memcpy(a->ext.p + a->ext.len, p, (size_t)got);
+        memcpy(a->ext.data + a->ext.len, p, (size_t)got);
         a->ext.len += (size_t)got;
         left -= (uint64_t)got;
     }
-    a->ext.p[a->ext.len] = '\0';
+    a->ext.data[a->ext.len] = '\0';
     return skip_bytes(a, padding((uint64_t)size), "header");
 }
 
@@ -719,11 +669,11 @@ static int pax_record(Applier *a, const char *key, size_t key_len, const char *v
     int64_t number;
     if (KEY_IS("path")) {
         m->pax_path = 1;
-        return buf_set(&m->name, value, c_length(value, value_len)) < 0 ? fail_nomem(a) : 0;
+        return !bytes_set(&m->name, value, c_length(value, value_len)) ? fail_nomem(a) : 0;
     }
     if (KEY_IS("linkpath")) {
         m->pax_link = 1;
-        return buf_set(&m->link, value, c_length(value, value_len)) < 0 ? fail_nomem(a) : 0;
+        return !bytes_set(&m->link, value, c_length(value, value_len)) ? fail_nomem(a) : 0;
     }
     if (KEY_IS("size") || KEY_IS("uid") || KEY_IS("gid")) {
         if (!parse_decimal(value, value_len, &number))
@@ -751,22 +701,16 @@ static int pax_record(Applier *a, const char *key, size_t key_len, const char *v
     static const char xattr_prefix[] = "SCHILY.xattr.";
     size_t plen = sizeof xattr_prefix - 1;
     if (key_len > plen && memcmp(key, xattr_prefix, plen) == 0) {
-        if (m->nxattrs == m->xattr_cap) {
-            size_t cap = m->xattr_cap ? m->xattr_cap * 2 : 8;
-            Xattr *xattrs = realloc(m->xattrs, cap * sizeof *xattrs);
-            if (!xattrs)
-                return fail_nomem(a);
-            m->xattrs = xattrs;
-            m->xattr_cap = cap;
-        }
+        if (!GROW(m->xattrs, m->xattr_cap, m->nxattrs + 1, 8))
+            return fail_nomem(a);
         Xattr *x = &m->xattrs[m->nxattrs];
         x->key_len = c_length(key + plen, key_len - plen);
         x->key = m->xattr_data.len;
-        if (buf_append(&m->xattr_data, key + plen, x->key_len) < 0 || buf_append(&m->xattr_data, "", 1) < 0)
+        if (!bytes_append(&m->xattr_data, key + plen, x->key_len) || !bytes_append(&m->xattr_data, "", 1))
             return fail_nomem(a);
         x->value = m->xattr_data.len;
         x->value_len = value_len;
-        if (buf_append(&m->xattr_data, value, value_len) < 0)
+        if (!bytes_append(&m->xattr_data, value, value_len))
             return fail_nomem(a);
         m->nxattrs++;
     }
@@ -776,7 +720,7 @@ static int pax_record(Applier *a, const char *key, size_t key_len, const char *v
 /* Parses "LENGTH KEY=VALUE\n" records from a->ext. */
 static int parse_pax(Applier *a)
 {
-    const char *data = a->ext.p;
+    const char *data = a->ext.data;
     size_t len = a->ext.len, pos = 0;
     while (pos < len) {
         const char *space = memchr(data + pos, ' ', len - pos);
@@ -814,21 +758,21 @@ static int decode_member(Applier *a, const unsigned char *block, int64_t size)
     if (!m->pax_path && !m->long_name) {
         m->name.len = 0;
         if (memcmp(block + 257, "ustar\0" "00", 8) == 0 && block[345]) {
-            if (buf_append(&m->name, block + 345, strnlen((const char *)block + 345, 155)) < 0 ||
-                buf_append(&m->name, "/", 1) < 0)
+            if (!bytes_append(&m->name, block + 345, strnlen((const char *)block + 345, 155)) ||
+                !bytes_append(&m->name, "/", 1))
                 return fail_nomem(a);
         }
-        if (buf_append(&m->name, block, strnlen((const char *)block, 100)) < 0)
+        if (!bytes_append(&m->name, block, strnlen((const char *)block, 100)))
             return fail_nomem(a);
     }
-    if (!m->pax_link && !m->long_link && buf_set(&m->link, block + 157, strnlen((const char *)block + 157, 100)) < 0)
+    if (!m->pax_link && !m->long_link && !bytes_set(&m->link, block + 157, strnlen((const char *)block + 157, 100)))
         return fail_nomem(a);
     char type = (char)block[156];
     if (type == '\0' || type == '7')
-        type = m->name.len && m->name.p[m->name.len - 1] == '/' ? '5' : '0';
+        type = m->name.len && m->name.data[m->name.len - 1] == '/' ? '5' : '0';
     else if (type < '0' || type > '6') {
         char shown[8];
-        return fail(a, KIND_INVALID, "layer tar member '%s' has unsupported type b'%s'; rebuild the layer", m->name.p,
+        return fail(a, KIND_INVALID, "layer tar member '%s' has unsupported type b'%s'; rebuild the layer", m->name.data,
                     show_field(block + 156, 1, shown, sizeof shown));
     }
     m->type = type;
@@ -854,7 +798,7 @@ static int decode_member(Applier *a, const unsigned char *block, int64_t size)
     a->data_left = (uint64_t)m->size;
     if (m->uid < 0 || m->uid >= UINT32_MAX || m->gid < 0 || m->gid >= UINT32_MAX)
         return fail(a, KIND_INVALID, "layer tar member '%s' has an out-of-range owner %lld:%lld; rebuild the layer",
-                    m->name.p, (long long)m->uid, (long long)m->gid);
+                    m->name.data, (long long)m->uid, (long long)m->gid);
     m->devmajor = m->devminor = 0;
     if (type == '3' || type == '4') {
         int64_t major, minor;
@@ -914,7 +858,7 @@ static int read_header(Applier *a)
                 return -1;
             /* A PAX path wins over a GNU long name, whichever comes first. */
             if (!(is_name ? m->pax_path : m->pax_link)) {
-                if (buf_set(is_name ? &m->name : &m->link, a->ext.p, strlen(a->ext.p)) < 0)
+                if (!bytes_set(is_name ? &m->name : &m->link, a->ext.data, strlen(a->ext.data)))
                     return fail_nomem(a);
                 *(is_name ? &m->long_name : &m->long_link) = 1;
             }
@@ -933,7 +877,7 @@ static int read_header(Applier *a)
  * components are dropped, so './' is the root itself (no components). */
 static int split_name(Applier *a, const char *name, const char *what, Path *out)
 {
-    if (buf_reserve(&out->s, 0) < 0 || buf_reserve(&out->z, 0) < 0)
+    if (!bytes_reserve(&out->s, 0) || !bytes_reserve(&out->z, 0))
         return fail_nomem(a);
     path_clear(out);
     if (name[0] == '/')
@@ -971,18 +915,8 @@ static void stack_pop_to(Applier *a, size_t depth)
 
 static int stack_push(Applier *a, const char *name, int fd, int sgid)
 {
-    if (a->stack.n == a->fds_cap) {
-        size_t cap = a->fds_cap ? a->fds_cap * 2 : 16;
-        int *fds = realloc(a->fds, cap * sizeof *fds);
-        if (!fds)
-            return fail_nomem(a);
-        a->fds = fds;
-        unsigned char *sgid_flags = realloc(a->sgid, cap);
-        if (!sgid_flags)
-            return fail_nomem(a);
-        a->sgid = sgid_flags;
-        a->fds_cap = cap;
-    }
+    if (!GROW(a->fds, a->fds_cap, a->stack.n + 1, 16) || !GROW(a->sgid, a->sgid_cap, a->stack.n + 1, 16))
+        return fail_nomem(a);
     a->fds[a->stack.n] = fd;
     a->sgid[a->stack.n] = (unsigned char)sgid;
     return path_push(&a->stack, name, strlen(name)) < 0 ? fail_nomem(a) : 0;
@@ -993,7 +927,7 @@ static size_t common_depth(const Path *stack, const Path *p, size_t n)
 {
     size_t k = 0, limit = stack->n < n ? stack->n : n;
     while (k < limit && stack->ends[k] == p->ends[k] &&
-           memcmp(stack->s.p + path_start(stack, k), p->s.p + path_start(p, k), p->ends[k] - path_start(p, k)) == 0)
+           memcmp(stack->s.data + path_start(stack, k), p->s.data + path_start(p, k), p->ends[k] - path_start(p, k)) == 0)
         k++;
     return k;
 }
@@ -1040,11 +974,11 @@ static int open_dir(Applier *a, int parent, int parent_sgid, const Path *p, size
         if (S_ISLNK(st.st_mode))
             return fail(a, KIND_UNSAFE,
                         "layer tar entry '%s' has a parent '%.*s' that is a symlink; refusing to write through it",
-                        entry, len, p->s.p);
+                        entry, len, p->s.data);
         return fail(a, KIND_INVALID,
                     "layer tar entry '%s' has a parent '%.*s' that is not a directory; "
                     "the layer does not fit its parent layer",
-                    entry, len, p->s.p);
+                    entry, len, p->s.data);
     }
     return fail_io(a, entry, err);
 }
@@ -1141,7 +1075,7 @@ static void forget_dirs_under(Applier *a, const char *path, size_t len)
 {
     for (size_t i = 0; i < a->dir_paths.count; i++) {
         const StrEntry *e = &a->dir_paths.entries[i];
-        const char *s = a->dir_paths.arena.p + e->off;
+        const char *s = a->dir_paths.arena.data + e->off;
         if (a->dir_meta[i].live && e->len >= len && memcmp(s, path, len) == 0 &&
             (e->len == len || (len && s[len] == '/')))
             a->dir_meta[i].live = 0;
@@ -1166,8 +1100,8 @@ static int clear_member_path(Applier *a, int parent, const char *base)
 {
     struct stat st;
     if (fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return fail_io(a, a->m.name.p, errno);
-    return clear_path(a, parent, base, &st, a->parts.s.p, a->parts.s.len, a->m.name.p);
+        return fail_io(a, a->m.name.data, errno);
+    return clear_path(a, parent, base, &st, a->parts.s.data, a->parts.s.len, a->m.name.data);
 }
 
 /* ---- metadata ------------------------------------------------------------------------------------------ */
@@ -1187,23 +1121,23 @@ static int set_xattrs(Applier *a, int fd, int parent, const char *name)
     const Member *m = &a->m;
     for (size_t i = 0; i < m->nxattrs; i++) {
         const Xattr *x = &m->xattrs[i];
-        const char *key = m->xattr_data.p + x->key;
+        const char *key = m->xattr_data.data + x->key;
         if (is_dropped_xattr(a, key, x->key_len))
             continue;
-        const void *value = m->xattr_data.p + x->value;
+        const void *value = m->xattr_data.data + x->value;
         int rc;
         if (fd >= 0) {
             rc = fsetxattr(fd, key, value, x->value_len, 0);
         } else {
             /* There is no lsetxattrat: this magic link names the entry relative to its parent's fd. */
             a->scratch.len = 0;
-            if (buf_reserve(&a->scratch, strlen(name) + 32) < 0)
+            if (!bytes_reserve(&a->scratch, strlen(name) + 32))
                 return fail_nomem(a);
-            snprintf(a->scratch.p, a->scratch.cap, "/proc/self/fd/%d/%s", parent, name);
-            rc = lsetxattr(a->scratch.p, key, value, x->value_len, 0);
+            snprintf(a->scratch.data, a->scratch.cap, "/proc/self/fd/%d/%s", parent, name);
+            rc = lsetxattr(a->scratch.data, key, value, x->value_len, 0);
         }
         if (rc < 0)
-            return fail_io(a, m->name.p, errno);
+            return fail_io(a, m->name.data, errno);
     }
     return 0;
 }
@@ -1221,14 +1155,14 @@ static int set_path_meta(Applier *a, int parent, const char *name, int chmod)
     const Member *m = &a->m;
     if (needs_chown(a, stack_top_sgid(a)) &&
         fchownat(parent, name, (uid_t)m->uid, (gid_t)m->gid, AT_SYMLINK_NOFOLLOW) < 0)
-        return fail_io(a, m->name.p, errno);
+        return fail_io(a, m->name.data, errno);
     if (chmod && fchmodat(parent, name, m->mode, 0) < 0)
-        return fail_io(a, m->name.p, errno);
+        return fail_io(a, m->name.data, errno);
     if (set_xattrs(a, -1, parent, name) < 0)
         return -1;
     struct timespec times[2] = {m->mtime, m->mtime};
     if (utimensat(parent, name, times, AT_SYMLINK_NOFOLLOW) < 0)
-        return fail_io(a, m->name.p, errno);
+        return fail_io(a, m->name.data, errno);
     return 0;
 }
 
@@ -1236,17 +1170,11 @@ static int set_path_meta(Applier *a, int parent, const char *name, int chmod)
  * mtime, and a read-only mode would stop a non-root apply. */
 static int record_dir(Applier *a)
 {
-    long index = strset_add(&a->dir_paths, a->parts.s.p, a->parts.s.len);
+    long index = strset_add(&a->dir_paths, a->parts.s.data, a->parts.s.len);
     if (index < 0)
         return fail_nomem(a);
-    if ((size_t)index >= a->dir_meta_cap) {
-        size_t cap = a->dir_meta_cap ? a->dir_meta_cap * 2 : 256;
-        DirMeta *meta = realloc(a->dir_meta, cap * sizeof *meta);
-        if (!meta)
-            return fail_nomem(a);
-        a->dir_meta = meta;
-        a->dir_meta_cap = cap;
-    }
+    if (!GROW(a->dir_meta, a->dir_meta_cap, (size_t)index + 1, 256))
+        return fail_nomem(a);
     const Member *m = &a->m;
     a->dir_meta[index] = (DirMeta){m->mode, (uid_t)m->uid, (gid_t)m->gid, m->mtime, 1};
     return 0;
@@ -1306,7 +1234,7 @@ static int make_regular(Applier *a, int parent, const char *base)
         fd = openat(parent, base, FILE_FLAGS, perm);
     }
     if (fd < 0)
-        return fail_io(a, m->name.p, errno);
+        return fail_io(a, m->name.data, errno);
     int err = 0;
     while (a->data_left) {
         const unsigned char *p;
@@ -1335,13 +1263,13 @@ static int make_regular(Applier *a, int parent, const char *base)
     if (futimens(fd, times) < 0)
         goto io_failed;
     if (close(fd) < 0 && errno != EINTR)
-        return fail_io(a, m->name.p, errno);
+        return fail_io(a, m->name.data, errno);
     return 0;
 io_failed:
     err = errno;
 failed:
     close(fd);
-    return fail_io(a, m->name.p, err);
+    return fail_io(a, m->name.data, err);
 }
 
 static int make_directory(Applier *a, int parent, const char *base)
@@ -1349,22 +1277,22 @@ static int make_directory(Applier *a, int parent, const char *base)
     int sgid = stack_top_sgid(a);
     if (mkdirat(parent, base, 0700) < 0) {
         if (errno != EEXIST)
-            return fail_io(a, a->m.name.p, errno);
+            return fail_io(a, a->m.name.data, errno);
         struct stat st;
         if (fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
-            return fail_io(a, a->m.name.p, errno);
+            return fail_io(a, a->m.name.data, errno);
         if (S_ISDIR(st.st_mode)) {
             sgid = (st.st_mode & S_ISGID) != 0; /* an existing directory is kept */
         } else {
-            if (clear_path(a, parent, base, &st, a->parts.s.p, a->parts.s.len, a->m.name.p) < 0)
+            if (clear_path(a, parent, base, &st, a->parts.s.data, a->parts.s.len, a->m.name.data) < 0)
                 return -1;
             if (mkdirat(parent, base, 0700) < 0)
-                return fail_io(a, a->m.name.p, errno);
+                return fail_io(a, a->m.name.data, errno);
         }
     }
     int fd = openat(parent, base, DIR_FLAGS);
     if (fd < 0)
-        return fail_io(a, a->m.name.p, errno);
+        return fail_io(a, a->m.name.data, errno);
     /* The stack is the member's parent chain: the next members are likely its children. */
     if (stack_push(a, base, fd, sgid) < 0) {
         close(fd);
@@ -1378,17 +1306,17 @@ static int make_directory(Applier *a, int parent, const char *base)
 static int make_hardlink(Applier *a, int parent, const char *base)
 {
     Member *m = &a->m;
-    if (split_name(a, m->link.p, "hardlink target", &a->target) < 0)
+    if (split_name(a, m->link.data, "hardlink target", &a->target) < 0)
         return -1;
     if (!a->target.n)
-        return fail(a, KIND_UNSAFE, "layer tar hardlink '%s' points to the layer root; refusing it", m->name.p);
-    if (a->target.s.len == a->parts.s.len && memcmp(a->target.s.p, a->parts.s.p, a->parts.s.len) == 0)
+        return fail(a, KIND_UNSAFE, "layer tar hardlink '%s' points to the layer root; refusing it", m->name.data);
+    if (a->target.s.len == a->parts.s.len && memcmp(a->target.s.data, a->parts.s.data, a->parts.s.len) == 0)
         return 0; /* a link to itself: nothing to do */
     int owned;
-    int target_fd = open_path_dir(a, &a->target, a->target.n - 1, m->name.p, &owned);
+    int target_fd = open_path_dir(a, &a->target, a->target.n - 1, m->name.data, &owned);
     if (target_fd == MISSING)
-        return fail(a, KIND_INVALID, "layer tar hardlink '%s' points to '%s', which does not exist", m->name.p,
-                    m->link.p);
+        return fail(a, KIND_INVALID, "layer tar hardlink '%s' points to '%s', which does not exist", m->name.data,
+                    m->link.data);
     if (target_fd < 0)
         return -1;
     const char *target = path_component(&a->target, a->target.n - 1);
@@ -1407,9 +1335,9 @@ static int make_hardlink(Applier *a, int parent, const char *base)
     if (rc == 0)
         return 0;
     if (err == ENOENT)
-        return fail(a, KIND_INVALID, "layer tar hardlink '%s' points to '%s', which does not exist", m->name.p,
-                    m->link.p);
-    return fail_io(a, m->name.p, err);
+        return fail(a, KIND_INVALID, "layer tar hardlink '%s' points to '%s', which does not exist", m->name.data,
+                    m->link.data);
+    return fail_io(a, m->name.data, err);
 }
 
 static int make_symlink_or_node(Applier *a, int parent, const char *base)
@@ -1417,12 +1345,12 @@ static int make_symlink_or_node(Applier *a, int parent, const char *base)
     Member *m = &a->m;
     mode_t kind = m->type == '3' ? S_IFCHR : m->type == '4' ? S_IFBLK : S_IFIFO;
     for (int attempt = 0;; attempt++) {
-        int rc = m->type == '2' ? symlinkat(m->link.p, parent, base)
+        int rc = m->type == '2' ? symlinkat(m->link.data, parent, base)
                                 : mknodat(parent, base, kind | 0600, makedev(m->devmajor, m->devminor));
         if (rc == 0)
             break;
         if (errno != EEXIST || attempt)
-            return fail_io(a, m->name.p, errno);
+            return fail_io(a, m->name.data, errno);
         if (clear_member_path(a, parent, base) < 0)
             return -1;
     }
@@ -1436,23 +1364,23 @@ static int delete_unwritten_children(Applier *a, int fd, size_t n)
     /* A new open file description: reading the stack's fd would move its offset for later readers. */
     int list_fd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (list_fd < 0)
-        return fail_io(a, a->m.name.p, errno);
+        return fail_io(a, a->m.name.data, errno);
     DIR *dir = fdopendir(list_fd);
     if (!dir) {
         int err = errno;
         close(list_fd);
-        return fail_io(a, a->m.name.p, err);
+        return fail_io(a, a->m.name.data, err);
     }
     /* Names first, removals after: a directory is not changed while it is being listed. */
-    Buf names = {0};
+    Bytes names = {0};
     struct dirent *e;
     errno = 0;
     while ((e = readdir(dir)) != NULL) {
         if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
             continue;
-        if (buf_append(&names, e->d_name, strlen(e->d_name) + 1) < 0) {
+        if (!bytes_append(&names, e->d_name, strlen(e->d_name) + 1)) {
             closedir(dir);
-            free(names.p);
+            free(names.data);
             return fail_nomem(a);
         }
         errno = 0;
@@ -1460,29 +1388,29 @@ static int delete_unwritten_children(Applier *a, int fd, size_t n)
     int err = errno;
     closedir(dir);
     if (err) {
-        free(names.p);
-        return fail_io(a, a->m.name.p, err);
+        free(names.data);
+        return fail_io(a, a->m.name.data, err);
     }
     int rc = 0;
     size_t dir_len = path_prefix_len(&a->parts, n);
-    for (size_t off = 0; off < names.len && rc == 0; off += strlen(names.p + off) + 1) {
-        const char *child = names.p + off;
-        Buf *path = &a->scratch;
+    for (size_t off = 0; off < names.len && rc == 0; off += strlen(names.data + off) + 1) {
+        const char *child = names.data + off;
+        Bytes *path = &a->scratch;
         path->len = 0;
-        if (buf_append(path, a->parts.s.p, dir_len) < 0 || (dir_len && buf_append(path, "/", 1) < 0) ||
-            buf_append(path, child, strlen(child)) < 0) {
+        if (!bytes_append(path, a->parts.s.data, dir_len) || (dir_len && !bytes_append(path, "/", 1)) ||
+            !bytes_append(path, child, strlen(child))) {
             rc = fail_nomem(a);
             break;
         }
-        if (strset_find(&a->written, path->p, path->len) >= 0)
+        if (strset_find(&a->written, path->data, path->len) >= 0)
             continue;
         struct stat st;
         if (fstatat(fd, child, &st, AT_SYMLINK_NOFOLLOW) < 0)
-            rc = errno == ENOENT ? 0 : fail_io(a, a->m.name.p, errno);
+            rc = errno == ENOENT ? 0 : fail_io(a, a->m.name.data, errno);
         else
-            rc = clear_path(a, fd, child, &st, path->p, path->len, a->m.name.p);
+            rc = clear_path(a, fd, child, &st, path->data, path->len, a->m.name.data);
     }
-    free(names.p);
+    free(names.data);
     return rc;
 }
 
@@ -1491,11 +1419,11 @@ static int whiteout(Applier *a, const char *base)
     Member *m = &a->m;
     size_t n = a->parts.n;
     if (strcmp(base, OPAQUE_MARKER) == 0) {
-        int fd = walk_to(a, &a->parts, n - 1, 1, m->name.p);
+        int fd = walk_to(a, &a->parts, n - 1, 1, m->name.data);
         if (fd < 0)
             return -1;
         if (a->whiteouts == WH_OVERLAY)
-            return fsetxattr(fd, a->opaque_xattr, "y", 1, 0) < 0 ? fail_io(a, m->name.p, errno) : 0;
+            return fsetxattr(fd, a->opaque_xattr, "y", 1, 0) < 0 ? fail_io(a, m->name.data, errno) : 0;
         return delete_unwritten_children(a, fd, n - 1);
     }
     if (starts_with(base, AUFS_META_PREFIX))
@@ -1503,27 +1431,27 @@ static int whiteout(Applier *a, const char *base)
     const char *victim = base + strlen(WHITEOUT_PREFIX);
     if (!victim[0] || strcmp(victim, ".") == 0 || strcmp(victim, "..") == 0)
         /* '.wh..' would delete the directory holding it, '.wh...' its parent. */
-        return fail(a, KIND_UNSAFE, "layer tar whiteout '%s' names no entry; refusing to delete outside it", m->name.p);
-    int parent = walk_to(a, &a->parts, n - 1, 1, m->name.p);
+        return fail(a, KIND_UNSAFE, "layer tar whiteout '%s' names no entry; refusing to delete outside it", m->name.data);
+    int parent = walk_to(a, &a->parts, n - 1, 1, m->name.data);
     if (parent < 0)
         return -1;
     struct stat st;
     if (fstatat(parent, victim, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        Buf *path = &a->scratch;
+        Bytes *path = &a->scratch;
         size_t dir_len = path_prefix_len(&a->parts, n - 1);
         path->len = 0;
-        if (buf_append(path, a->parts.s.p, dir_len) < 0 || (dir_len && buf_append(path, "/", 1) < 0) ||
-            buf_append(path, victim, strlen(victim)) < 0)
+        if (!bytes_append(path, a->parts.s.data, dir_len) || (dir_len && !bytes_append(path, "/", 1)) ||
+            !bytes_append(path, victim, strlen(victim)))
             return fail_nomem(a);
-        if (clear_path(a, parent, victim, &st, path->p, path->len, m->name.p) < 0)
+        if (clear_path(a, parent, victim, &st, path->data, path->len, m->name.data) < 0)
             return -1;
     } else if (errno != ENOENT) {
-        return fail_io(a, m->name.p, errno);
+        return fail_io(a, m->name.data, errno);
     }
     if (a->whiteouts != WH_OVERLAY)
         return 0;
     if (mknodat(parent, victim, S_IFCHR | 0600, makedev(0, 0)) < 0)
-        return fail_io(a, m->name.p, errno);
+        return fail_io(a, m->name.data, errno);
     /* The writer takes a whiteout's mtime from the device node, so keep the tar's: a layer made from a
      * diff then diffs to the same bytes (the same diff ID). Its xattrs are not content: none are set. */
     m->nxattrs = 0;
@@ -1533,13 +1461,13 @@ static int whiteout(Applier *a, const char *base)
 static int apply_member(Applier *a)
 {
     Member *m = &a->m;
-    if (split_name(a, m->name.p, "entry", &a->parts) < 0)
+    if (split_name(a, m->name.data, "entry", &a->parts) < 0)
         return -1;
     size_t n = a->parts.n;
     if (!n) {
         if (m->type != '5')
             return fail(a, KIND_INVALID, "layer tar entry '%s' names the layer root but is not a directory",
-                        m->name.p);
+                        m->name.data);
         if (set_xattrs(a, a->root_fd, -1, NULL) < 0)
             return -1;
         return record_dir(a);
@@ -1549,10 +1477,10 @@ static int apply_member(Applier *a)
         return whiteout(a, base);
     if (starts_with(base, AUFS_META_PREFIX) && strcmp(base, OPAQUE_MARKER) != 0)
         return 0; /* aufs bookkeeping, not content */
-    int parent = walk_to(a, &a->parts, n - 1, 1, m->name.p);
+    int parent = walk_to(a, &a->parts, n - 1, 1, m->name.data);
     if (parent < 0)
         return -1;
-    if (a->whiteouts == WH_DELETE && strset_add(&a->written, a->parts.s.p, a->parts.s.len) < 0)
+    if (a->whiteouts == WH_DELETE && strset_add(&a->written, a->parts.s.data, a->parts.s.len) < 0)
         return fail_nomem(a);
     switch (m->type) {
     case '0':
@@ -1582,7 +1510,7 @@ static int split_member(Applier *a)
 {
     Splitter *sp = a->split;
     Member *m = &a->m;
-    if (split_name(a, m->name.p, "entry", &a->parts) < 0) {
+    if (split_name(a, m->name.data, "entry", &a->parts) < 0) {
         /* The apply refuses this tar anyway; the split only has to stay correct. */
         free(a->err_msg);
         a->err_msg = NULL;
@@ -1592,7 +1520,7 @@ static int split_member(Applier *a)
     }
     const Path *p = &a->parts;
     size_t n = p->n, count = sp->names.count;
-    if (set_add(a, &sp->names, p->s.p, p->s.len) < 0)
+    if (set_add(a, &sp->names, p->s.data, p->s.len) < 0)
         return -1;
     if (sp->names.count == count)
         sp->exact = 0; /* a path named twice: the later member replaces the earlier */
@@ -1602,28 +1530,28 @@ static int split_member(Applier *a)
     size_t dir_len = path_prefix_len(p, n - 1);
     if (starts_with(base, WHITEOUT_PREFIX)) {
         if (strcmp(base, OPAQUE_MARKER) == 0)
-            return set_add(a, &sp->opaque, p->s.p, dir_len);
+            return set_add(a, &sp->opaque, p->s.data, dir_len);
         if (starts_with(base, AUFS_META_PREFIX))
             return 0;
         const char *victim = base + strlen(WHITEOUT_PREFIX);
-        if (buf_append(&sp->victims, p->s.p, dir_len) < 0 || (dir_len && buf_append(&sp->victims, "/", 1) < 0) ||
-            buf_append(&sp->victims, victim, strlen(victim) + 1) < 0)
+        if (!bytes_append(&sp->victims, p->s.data, dir_len) || (dir_len && !bytes_append(&sp->victims, "/", 1)) ||
+            !bytes_append(&sp->victims, victim, strlen(victim) + 1))
             return fail_nomem(a);
         return 0;
     }
     /* Lists, not sets: checked once at the end, against the (few) directories above files. */
-    if (m->type != '5' && buf_append(&sp->nondirs, p->s.p, p->s.len + 1) < 0)
+    if (m->type != '5' && !bytes_append(&sp->nondirs, p->s.data, p->s.len + 1))
         return fail_nomem(a);
     if (m->type != '0' || m->size <= 0 || m->sparse)
         return 0;
-    if (buf_append(&sp->files, p->s.p, p->s.len + 1) < 0)
+    if (!bytes_append(&sp->files, p->s.data, p->s.len + 1))
         return fail_nomem(a);
     /* Directories above it, nearest first, until one is known (then so are those above it). */
     for (size_t i = n - 1; i > 0; i--) {
         size_t len = path_prefix_len(p, i);
-        if (in_set(&sp->file_dirs, p->s.p, len))
+        if (in_set(&sp->file_dirs, p->s.data, len))
             break;
-        if (set_add(a, &sp->file_dirs, p->s.p, len) < 0)
+        if (set_add(a, &sp->file_dirs, p->s.data, len) < 0)
             return -1;
     }
     unsigned char head[13];
@@ -1631,7 +1559,7 @@ static int split_member(Applier *a)
     put_u64(head + 1, (uint64_t)m->size);
     put_u32(head + 9, (uint32_t)p->s.len);
     sp->raw_at = NO_RECORD;
-    if (buf_append(&sp->out, head, sizeof head) < 0 || buf_append(&sp->out, p->s.p, p->s.len) < 0)
+    if (!bytes_append(&sp->out, head, sizeof head) || !bytes_append(&sp->out, p->s.data, p->s.len))
         return fail_nomem(a);
     a->in_file = 1;
     int rc = skip_bytes(a, a->data_left, "member");
@@ -1645,8 +1573,8 @@ static int split_member(Applier *a)
  * with a member of the tar. */
 static int opaque_spares_files(const Splitter *sp)
 {
-    for (size_t off = 0; off < sp->files.len; off += strlen(sp->files.p + off) + 1) {
-        const char *path = sp->files.p + off;
+    for (size_t off = 0; off < sp->files.len; off += strlen(sp->files.data + off) + 1) {
+        const char *path = sp->files.data + off;
         size_t len = strlen(path);
         for (size_t cut = 0; cut < len; cut++) {
             if (path[cut] != '/')
@@ -1673,28 +1601,28 @@ static int split_finish(Applier *a)
     Splitter *sp = a->split;
     if (sp->victims.len) {
         StrSet files = {0};
-        for (size_t off = 0; off < sp->files.len; off += strlen(sp->files.p + off) + 1)
-            if (set_add(a, &files, sp->files.p + off, strlen(sp->files.p + off)) < 0) {
+        for (size_t off = 0; off < sp->files.len; off += strlen(sp->files.data + off) + 1)
+            if (set_add(a, &files, sp->files.data + off, strlen(sp->files.data + off)) < 0) {
                 strset_free(&files);
                 return -1;
             }
-        for (size_t off = 0; off < sp->victims.len && sp->exact; off += strlen(sp->victims.p + off) + 1) {
-            const char *victim = sp->victims.p + off;
+        for (size_t off = 0; off < sp->victims.len && sp->exact; off += strlen(sp->victims.data + off) + 1) {
+            const char *victim = sp->victims.data + off;
             size_t len = strlen(victim);
             if (in_set(&files, victim, len) || in_set(&sp->file_dirs, victim, len))
                 sp->exact = 0;
         }
         strset_free(&files);
     }
-    for (size_t off = 0; off < sp->nondirs.len && sp->exact; off += strlen(sp->nondirs.p + off) + 1)
-        if (in_set(&sp->file_dirs, sp->nondirs.p + off, strlen(sp->nondirs.p + off)))
+    for (size_t off = 0; off < sp->nondirs.len && sp->exact; off += strlen(sp->nondirs.data + off) + 1)
+        if (in_set(&sp->file_dirs, sp->nondirs.data + off, strlen(sp->nondirs.data + off)))
             sp->exact = 0;
     if (sp->exact && sp->opaque.count && !opaque_spares_files(sp))
         sp->exact = 0;
     unsigned char end[9];
     end[0] = 'E';
     put_u64(end + 1, sp->total);
-    if (buf_append(&sp->out, end, sizeof end) < 0)
+    if (!bytes_append(&sp->out, end, sizeof end))
         return fail_nomem(a);
     if (split_flush(sp) < 0)
         return fail(a, KIND_IO, "cannot write the layer's tar-split (%s)", strerror(sp->err));
@@ -1780,12 +1708,12 @@ static void applier_free(Applier *a)
     path_free(&a->target);
     free(a->fds);
     free(a->sgid);
-    free(a->m.name.p);
-    free(a->m.link.p);
-    free(a->m.xattr_data.p);
+    free(a->m.name.data);
+    free(a->m.link.data);
+    free(a->m.xattr_data.data);
     free(a->m.xattrs);
-    free(a->scratch.p);
-    free(a->ext.p);
+    free(a->scratch.data);
+    free(a->ext.data);
     strset_free(&a->written);
     strset_free(&a->dir_paths);
     free(a->dir_meta);
@@ -1924,7 +1852,7 @@ static PyObject *tarapply_split(PyObject *module, PyObject *args)
     PyObject *result = NULL;
     if (open_stream(&a, stream) < 0)
         goto done;
-    if (buf_append(&sp.out, SPLIT_MAGIC, strlen(SPLIT_MAGIC)) < 0) {
+    if (!bytes_append(&sp.out, SPLIT_MAGIC, strlen(SPLIT_MAGIC))) {
         PyErr_NoMemory();
         goto done;
     }
@@ -1949,10 +1877,10 @@ static PyObject *tarapply_split(PyObject *module, PyObject *args)
 done:
     applier_free(&a);
     close_stream(&a);
-    free(sp.out.p);
-    free(sp.victims.p);
-    free(sp.nondirs.p);
-    free(sp.files.p);
+    free(sp.out.data);
+    free(sp.victims.data);
+    free(sp.nondirs.data);
+    free(sp.files.data);
     strset_free(&sp.names);
     strset_free(&sp.file_dirs);
     strset_free(&sp.opaque);

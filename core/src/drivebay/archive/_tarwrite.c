@@ -29,6 +29,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "growbuf.h"
+
 #define BLOCK 512
 #define BUFFER_SIZE (1 << 20)
 #define NAME_FIELD 100
@@ -50,42 +52,6 @@ enum failure { FAIL_NONE, FAIL_PYTHON, FAIL_NOMEM, FAIL_UNREADABLE, FAIL_INVALID
 static const char *const FAILURE_KINDS[] = {"", "", "", "unreadable", "invalid"};
 
 static PyObject *WriteError;
-
-/* A growable malloc'ed byte string. */
-typedef struct {
-    char *data;
-    size_t len;
-    size_t cap;
-} Bytes;
-
-static bool bytes_reserve(Bytes *b, size_t extra) {
-    if (b->len + extra <= b->cap)
-        return true;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra)
-        cap *= 2;
-    char *data = realloc(b->data, cap);
-    if (!data)
-        return false;
-    b->data = data;
-    b->cap = cap;
-    return true;
-}
-
-static bool bytes_append(Bytes *b, const void *src, size_t n) {
-    if (!bytes_reserve(b, n + 1))
-        return false;
-    memcpy(b->data + b->len, src, n);
-    b->len += n;
-    b->data[b->len] = '\0'; /* paths are passed to syscalls straight from here */
-    return true;
-}
-
-static void bytes_truncate(Bytes *b, size_t len) {
-    b->len = len;
-    if (b->data)
-        b->data[len] = '\0';
-}
 
 /* The first name of an inode with several links, keyed by device and inode number. */
 typedef struct {
@@ -302,14 +268,8 @@ static void records_clear(Records *r) {
 
 static bool records_add(Records *r, const char *key_prefix, const char *key, size_t key_len, const char *value,
                         size_t value_len) {
-    if (r->count == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 16;
-        Record *items = realloc(r->items, cap * sizeof *items);
-        if (!items)
-            return false;
-        r->items = items;
-        r->cap = cap;
-    }
+    if (!GROW(r->items, r->cap, r->count + 1, 16))
+        return false;
     Record *rec = &r->items[r->count];
     rec->key = r->arena.len;
     size_t prefix_len = strlen(key_prefix);
@@ -766,14 +726,8 @@ static int list_dir(TarWriter *w, int fd, enum whiteouts fmt, Listing *l) {
             }
             if (fmt == WHITEOUTS_AUFS && is_aufs_meta(name, len))
                 continue;
-            if (l->count == l->cap) {
-                size_t cap = l->cap ? l->cap * 2 : 64;
-                Child *items = realloc(l->items, cap * sizeof *items);
-                if (!items)
-                    return fail_nomem(w);
-                l->items = items;
-                l->cap = cap;
-            }
+            if (!GROW(l->items, l->cap, l->count + 1, 64))
+                return fail_nomem(w);
             Child *c = &l->items[l->count];
             if (fstatat(fd, name, &c->st, AT_SYMLINK_NOFOLLOW) < 0) {
                 int err = errno;
