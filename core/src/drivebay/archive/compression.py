@@ -33,6 +33,11 @@ class _Prefixed(io.RawIOBase):
             buffer[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
+        # Straight into the caller's buffer where the stream can: a read() would allocate and copy each chunk
+        # once more, on the apply's own thread.
+        readinto = getattr(self._stream, "readinto", None)
+        if readinto is not None:
+            return int(readinto(buffer) or 0)
         data = self._stream.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
@@ -51,7 +56,8 @@ def open_layer_stream(raw: BinaryIO) -> Iterator[BinaryIO]:
         if not chunk:
             break
         head += chunk
-    whole = cast(BinaryIO, io.BufferedReader(_Prefixed(head, raw), _BUFFER))
+    prefixed = _Prefixed(head, raw)
+    whole = cast(BinaryIO, io.BufferedReader(prefixed, _BUFFER))
     if head.startswith(_GZIP_MAGIC):
         with gzip.GzipFile(fileobj=whole, mode="rb") as unzipped:
             yield cast(BinaryIO, io.BufferedReader(_Checked(cast(BinaryIO, unzipped), "gzip"), _BUFFER))
@@ -59,7 +65,9 @@ def open_layer_stream(raw: BinaryIO) -> Iterator[BinaryIO]:
         with zstandard.ZstdDecompressor().stream_reader(whole, read_size=_BUFFER, closefd=False) as unzstd:
             yield cast(BinaryIO, io.BufferedReader(_Checked(cast(BinaryIO, unzstd), "zstd"), _BUFFER))
     else:
-        yield whole
+        # Unbuffered: a layer apply reads chunks of its own size, and a buffer would copy each one once more
+        # whenever that size is below the buffer's.
+        yield cast(BinaryIO, prefixed)
 
 
 class _Checked(io.RawIOBase):

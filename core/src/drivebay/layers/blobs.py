@@ -68,7 +68,8 @@ class FileRegion:
     size: int
 
     def open(self) -> BinaryIO:
-        return io.BufferedReader(_RegionReader(self.fd, self.offset, self.size), CHUNK)
+        """The region as an unbuffered stream: each ``readinto`` is one ``pread`` into the caller's buffer."""
+        return cast(BinaryIO, _RegionReader(self.fd, self.offset, self.size))
 
     def is_compressed(self) -> bool:
         return os.pread(self.fd, 4, self.offset).startswith(COMPRESSED_MAGIC)
