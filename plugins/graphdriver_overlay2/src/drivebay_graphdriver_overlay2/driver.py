@@ -79,6 +79,9 @@ class Overlay2Driver:
         self.native_blocker: str | None = None
         self._quota: LayerQuota | None = None
         self._stacks: dict[str, tuple[str, bool, OverlayStack]] = {}
+        # graph_probe's answer per home: graph_init on the same home needs it again, and each probe
+        # is a test mount and unmount.
+        self._probed: dict[Path, str | None] = {}
 
     @hookimpl
     def graph_capabilities(self) -> GraphCapabilities:
@@ -91,7 +94,8 @@ class Overlay2Driver:
 
     @hookimpl
     def graph_probe(self, home: Path) -> str | None:
-        return probe_reason(home)
+        self._probed[home] = probe_reason(home)
+        return self._probed[home]
 
     @hookimpl
     def graph_init(self, home: Path, options: Mapping[str, str]) -> None:
@@ -109,7 +113,7 @@ class Overlay2Driver:
             self.mount_program = program
             self.mounter = ProgramOverlay(program)
         else:
-            reason = probe_reason(home)
+            reason = self._probed[home] if home in self._probed else probe_reason(home)
             if reason is not None:
                 raise DriverNotSupported(NAME, reason, "set root to another filesystem, or choose vfs")
             self.userxattr = os.geteuid() != 0

@@ -9,7 +9,6 @@ a work dir, written through.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import shutil
 import subprocess
@@ -37,7 +36,8 @@ class _Dirent(ctypes.Structure):
     ]
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The process's own libc: find_library would run ldconfig in a subprocess on every start.
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.opendir.argtypes = [ctypes.c_char_p]
 _libc.opendir.restype = ctypes.c_void_p
 _libc.readdir.argtypes = [ctypes.c_void_p]

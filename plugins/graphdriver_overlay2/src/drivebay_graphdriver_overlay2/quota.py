@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import os
 import stat
@@ -128,7 +127,8 @@ class _FsDiskQuota(ctypes.Structure):
     ]
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The process's own libc: find_library would run ldconfig in a subprocess on every start.
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.quotactl.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
 
 
