@@ -58,10 +58,12 @@ def test_depth_limit_is_checked_before_the_driver_is_called(graph: GraphDriver) 
     graph.create("l1")
     graph.create("l2", "l1")
     graph.create("l3", "l2")
-    graph.loaded.tracer.reset()
+    tracer = graph.loaded.tracer
+    assert tracer is not None
+    tracer.reset()
     with pytest.raises(DepthLimitExceeded, match=r"4 layers deep.*at most 3"):
         graph.create("l4", "l3")
-    assert graph.loaded.tracer.totals() == {}, "no driver hook runs for a refused layer"
+    assert tracer.totals() == {}, "no driver hook runs for a refused layer"
     assert not graph.exists("l4")
 
 

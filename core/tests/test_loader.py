@@ -174,11 +174,23 @@ def test_a_wrapper_from_the_wrappers_group_wraps_the_driver(install_driver: Inst
 
 def test_a_complete_driver_loads_and_answers(install_driver: InstallDriver) -> None:
     install_driver("complete", COMPLETE_DRIVER)
-    loaded = load_driver(GRAPH, "complete")
+    loaded = load_driver(GRAPH, "complete", timing=True)
     assert loaded.name == "complete"
     assert loaded.hook.graph_exists(layer_id="x") is False
+    assert loaded.tracer is not None
     assert list(loaded.tracer.totals()) == ["graph_exists"]
     assert loaded.tracer.totals()["graph_exists"]["calls"] == 1
+
+
+def test_hooks_run_unwrapped_unless_timing_is_asked_for(install_driver: InstallDriver) -> None:
+    install_driver("complete", COMPLETE_DRIVER)
+    plain = load_driver(GRAPH, "complete")
+    assert plain.tracer is None
+    assert plain.manager.get_plugin("drivebay:timing-tracer") is None
+    assert plain.hook.graph_exists(layer_id="x") is False
+    echoing = load_driver(GRAPH, "complete", echo_timings=True)
+    assert echoing.tracer is not None
+    assert echoing.manager.get_plugin("drivebay:timing-tracer") is echoing.tracer
 
 
 def test_a_missing_hook_names_driver_and_hook(install_driver: InstallDriver) -> None:

@@ -16,6 +16,7 @@ from drivebay.facades.graph import GraphDriver
 from drivebay.fs.mounts import unmount_all_under
 from drivebay.loader import KINDS, load_driver
 from drivebay.state import StateDB
+from drivebay.tracing import TimingTracer
 
 SEED = 20261123
 
@@ -101,18 +102,26 @@ class Result:
 Progress = Callable[[str], None]
 
 
+def _tracer(env: BenchEnv) -> TimingTracer:
+    """The driver's timing tracer: the bench loads every driver with one, for the per-hook totals."""
+    tracer = env.driver.loaded.tracer
+    if tracer is None:
+        raise RuntimeError(f"graph driver '{env.driver.name}' was loaded without its timing tracer")
+    return tracer
+
+
 def _sample(env: BenchEnv, workload: Workload, reference: bool, phases: Phases) -> Timing:
     """One timed run of one side, with its untimed preparation and release around it."""
     with phases.phase("between"):
         workload.before_timed(env, reference)
-        env.driver.loaded.tracer.reset()
+        _tracer(env).reset()
     with phases.phase("timed"):
         timing = timed(partial(workload.run_reference if reference else workload.run, env))
     return timing
 
 
 def _run_one(env: BenchEnv, workload_cls: type[Workload], repeat: int, result: Result, phases: Phases) -> None:
-    tracer = env.driver.loaded.tracer
+    tracer = _tracer(env)
     result.iterations = workload_cls.iterations
     for index in range(repeat):
         workload = workload_cls()
@@ -174,7 +183,7 @@ def run_driver_on_fs(
 ) -> list[Result]:
     root = mount_point / "roots" / driver_name
     root.mkdir(parents=True, exist_ok=True)
-    loaded = load_driver(KINDS["graph"], driver_name)
+    loaded = load_driver(KINDS["graph"], driver_name, timing=True)
     results = {name: Result(name, driver_name, fs_label, cls.reference) for name, cls in workloads.items()}
     reason = loaded.hook.graph_probe(home=root / driver_name)
     if reason:

@@ -28,7 +28,8 @@ def opened_graph_drivers(name: str, root: Path) -> Iterator[OpenGraph]:
     drivers: list[GraphDriver] = []
 
     def open_graph(options: Mapping[str, str] | None = None) -> GraphDriver:
-        loaded = load_driver(KINDS["graph"], name)
+        # With the timing tracer: tests read its totals to see which hooks ran.
+        loaded = load_driver(KINDS["graph"], name, timing=True)
         reason = loaded.hook.graph_probe(home=root / name)
         if reason is not None:
             pytest.skip(f"graph driver '{name}' is not supported here: {reason}")
