@@ -7,7 +7,8 @@ libc, so building needs only a C compiler and the Python headers.
 
 from setuptools import Extension, setup
 
-_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-D_GNU_SOURCE"]
+# Hidden by default: only PyInit_* (which Python marks visible) leaves a module's shared object.
+_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-D_GNU_SOURCE", "-fvisibility=hidden"]
 # The growable buffers both tar codecs use; listed so that editing it rebuilds them and sdists carry it.
 _ARCHIVE_HEADERS = ["src/drivebay/archive/growbuf.h"]
 
@@ -15,8 +16,14 @@ setup(
     ext_modules=[
         Extension(
             "drivebay.archive._tarapply",
-            ["src/drivebay/archive/_tarapply.c"],
-            depends=_ARCHIVE_HEADERS,
+            [
+                "src/drivebay/archive/_tarapply.c",
+                "src/drivebay/archive/tarapply_read.c",
+                "src/drivebay/archive/tarapply_split.c",
+                "src/drivebay/archive/tarapply_strings.c",
+                "src/drivebay/archive/tarapply_tree.c",
+            ],
+            depends=[*_ARCHIVE_HEADERS, "src/drivebay/archive/tarapply.h"],
             extra_compile_args=_FLAGS,
         ),
         Extension(
