@@ -159,7 +159,7 @@ def split_compressed(
 
     ``tap`` gets every uncompressed chunk too, in order (a :class:`ChunkFeed`'s ``put``).
     """
-    counting = _CountingReader(raw, hashing=True)
+    counting = _CountingReader(raw)
     seen = 0
 
     def advance(_: int) -> None:
@@ -174,14 +174,13 @@ def split_compressed(
         split = _write_split(reader, dest)
     while counting.read(CHUNK):
         pass
-    assert counting.sha is not None
     diff_id = "sha256:" + reader.sha.hexdigest()
     blob_digest = "sha256:" + counting.sha.hexdigest()
     return KeptSplit(Materialized(diff_id, blob_digest, reader.count), split.exact, split.problem)
 
 
-def copy_plain(region: FileRegion, dest: Path, progress: Progress | None = None) -> Materialized:
-    """Copy a plain tar to ``dest`` and hash it, in one pass in this thread.
+def copy_plain(region: FileRegion, dest: Path) -> Materialized:
+    """Copy a plain tar to ``dest`` and hash it, in one pass (a tar kept whole: imported, or not splittable).
 
     Each chunk is read into one reused buffer, hashed while it is still in
     the CPU cache, and written from the same buffer, so the kept tar is
@@ -190,8 +189,7 @@ def copy_plain(region: FileRegion, dest: Path, progress: Progress | None = None)
     in another, which read the whole blob cold a second time; it is no slower
     than a kernel copy followed by a hash of the copied chunk. A reflink would
     rarely apply: a member of an image archive starts at a 512-byte offset,
-    not on a filesystem block. ``image load`` runs this beside the apply, so
-    CPU, not another thread, is what it is short of.
+    not on a filesystem block.
     """
     sha = hashlib.sha256()
     buffer = bytearray(KEEP_CHUNK)
@@ -209,8 +207,6 @@ def copy_plain(region: FileRegion, dest: Path, progress: Progress | None = None)
             while written < count:
                 written += os.pwrite(out, chunk[written:], done + written)
             done += count
-            if progress is not None:
-                progress(count)
     finally:
         os.close(out)
     digest = "sha256:" + sha.hexdigest()
@@ -292,12 +288,12 @@ class ChunkFeed(io.RawIOBase):
 
 
 class _CountingReader(io.RawIOBase):
-    """Reads through to ``raw``, counting what passes and hashing it if asked."""
+    """Reads through to ``raw`` (a compressed blob), counting and hashing what passes, for the blob's own digest."""
 
-    def __init__(self, raw: BinaryIO, hashing: bool) -> None:
+    def __init__(self, raw: BinaryIO) -> None:
         super().__init__()
         self.raw = raw
-        self.sha = hashlib.sha256() if hashing else None
+        self.sha = hashlib.sha256()
         self.count = 0
 
     def readable(self) -> bool:
@@ -307,48 +303,26 @@ class _CountingReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         data = self.raw.read(len(view))
         view[: len(data)] = data
-        if self.sha is not None:
-            self.sha.update(data)
+        self.sha.update(data)
         self.count += len(data)
         return len(data)
 
 
-def decompress(
-    raw: BinaryIO,
-    dest: Path,
-    hash_blob: bool,
-    progress: Progress | None = None,
-    tap: Callable[[bytes], None] | None = None,
-) -> Materialized:
-    """Write the uncompressed content of ``raw`` (plain, gzip or zstd) to ``dest``, hashing both sides.
-
-    ``tap`` gets every uncompressed chunk too, in order (a :class:`ChunkFeed`'s ``put``).
-    """
-    counting = _CountingReader(raw, hashing=hash_blob)
+def decompress(raw: BinaryIO, dest: Path) -> Materialized:
+    """Write the uncompressed content of ``raw`` (plain, gzip or zstd) to ``dest``, hashing it."""
     sha = hashlib.sha256()
     size = 0
-    with archive.open_layer_stream(io.BufferedReader(counting, CHUNK)) as stream, open(dest, "xb") as out:
-        seen = 0
+    with archive.open_layer_stream(raw) as stream, open(dest, "xb") as out:
         while chunk := stream.read(CHUNK):
             sha.update(chunk)
             out.write(chunk)
-            if tap is not None:
-                tap(chunk)
             size += len(chunk)
-            if progress is not None:
-                progress(counting.count - seen)
-                seen = counting.count
-    blob_digest = None
-    if counting.sha is not None:
-        while counting.read(CHUNK):
-            pass
-        blob_digest = "sha256:" + counting.sha.hexdigest()
-    return Materialized(diff_id="sha256:" + sha.hexdigest(), blob_digest=blob_digest, size=size)
+    return Materialized(diff_id="sha256:" + sha.hexdigest(), blob_digest=None, size=size)
 
 
 def materialize(region: FileRegion, dest: Path) -> Materialized:
     """The uncompressed tar of the blob in ``region`` at ``dest``, by the fastest path that applies."""
     if region.is_compressed():
         with region.open() as raw:
-            return decompress(raw, dest, hash_blob=False)
+            return decompress(raw, dest)
     return copy_plain(region, dest)

@@ -251,7 +251,7 @@ class LayerStore:
         """Write the uncompressed tar of ``source`` (plain, gzip or zstd) to a temporary file and hash it."""
         path = self.temp_path()
         try:
-            got = materialize(source, path) if isinstance(source, FileRegion) else decompress(source, path, False)
+            got = materialize(source, path) if isinstance(source, FileRegion) else decompress(source, path)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
