@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import resource
@@ -23,10 +24,15 @@ def open_fds() -> set[str]:
 
 @pytest.fixture
 def no_fd_leak() -> Iterator[None]:
-    """Fails the test if it ends with other fds open than it started with."""
+    """Fails the test if it ends with an fd open that it did not start with.
+
+    Objects of earlier tests are collected first: one finalized mid-test closes an fd it held, which is no
+    leak, and only made the sets differ (seen once in a full run).
+    """
+    gc.collect()
     before = open_fds()
     yield
-    assert open_fds() == before
+    assert open_fds() - before == set()
 
 
 class CallbackOut:
