@@ -110,6 +110,26 @@ static int open_stream(Applier *a, PyObject *stream)
     return 0;
 }
 
+/* Whether the run ended in a Python exception, which is then set: the stream's own, or out of memory. */
+static int raised(const Applier *a)
+{
+    if (a->py_error)
+        return 1;
+    if (a->err_kind == KIND_NOMEM) {
+        PyErr_NoMemory();
+        return 1;
+    }
+    return 0;
+}
+
+/* The message of the error that stopped the run ("" if none), for the (kind, message) a caller maps. */
+static PyObject *error_message(const Applier *a)
+{
+    if (!a->err_kind)
+        return PyUnicode_FromString("");
+    return PyUnicode_DecodeUTF8(a->err_msg, (Py_ssize_t)strlen(a->err_msg), "surrogateescape");
+}
+
 static void close_stream(Applier *a)
 {
     Py_XDECREF(a->readinto);
@@ -175,17 +195,8 @@ static PyObject *tarapply_apply(PyObject *module, PyObject *args)
     if (first > 0)
         apply_all(&a);
     PyEval_RestoreThread(a.saved);
-    if (a.py_error)
-        goto done;
-    if (a.err_kind == KIND_NOMEM) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (a.err_kind)
-        result = Py_BuildValue("(LiN)", a.size, a.err_kind,
-                               PyUnicode_DecodeUTF8(a.err_msg, (Py_ssize_t)strlen(a.err_msg), "surrogateescape"));
-    else
-        result = Py_BuildValue("(Lis)", a.size, 0, "");
+    if (!raised(&a))
+        result = Py_BuildValue("(LiN)", a.size, a.err_kind, error_message(&a));
 done:
     applier_free(&a);
     close_stream(&a);
@@ -236,17 +247,9 @@ static PyObject *tarapply_split(PyObject *module, PyObject *args)
     else if (first == 0)
         split_finish(&a);
     PyEval_RestoreThread(a.saved);
-    if (a.py_error)
-        goto done;
-    if (a.err_kind == KIND_NOMEM) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (a.err_kind)
-        result = Py_BuildValue("(KOiN)", (unsigned long long)sp.total, Py_False, a.err_kind,
-                               PyUnicode_DecodeUTF8(a.err_msg, (Py_ssize_t)strlen(a.err_msg), "surrogateescape"));
-    else
-        result = Py_BuildValue("(KOis)", (unsigned long long)sp.total, sp.exact ? Py_True : Py_False, 0, "");
+    if (!raised(&a))
+        result = Py_BuildValue("(KOiN)", (unsigned long long)sp.total, sp.exact && !a.err_kind ? Py_True : Py_False,
+                               a.err_kind, error_message(&a));
 done:
     applier_free(&a);
     close_stream(&a);
