@@ -159,7 +159,7 @@ def split_compressed(
 
     ``tap`` gets every uncompressed chunk too, in order (a :class:`ChunkFeed`'s ``put``).
     """
-    counting = _CountingReader(raw)
+    counting = _HashingReader(cast(io.RawIOBase, raw), None, None)  # the blob as stored, for its own digest
     seen = 0
 
     def advance(_: int) -> None:
@@ -285,27 +285,6 @@ class ChunkFeed(io.RawIOBase):
         view[:count] = self._current[:count]
         self._current = self._current[count:]
         return count
-
-
-class _CountingReader(io.RawIOBase):
-    """Reads through to ``raw`` (a compressed blob), counting and hashing what passes, for the blob's own digest."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        super().__init__()
-        self.raw = raw
-        self.sha = hashlib.sha256()
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.raw.read(len(view))
-        view[: len(data)] = data
-        self.sha.update(data)
-        self.count += len(data)
-        return len(data)
 
 
 def decompress(raw: BinaryIO, dest: Path) -> Materialized:
