@@ -313,3 +313,30 @@ def test_changes_tar_gives_the_python_writers_bytes(tmp_path: Path) -> None:
     write_changes_tar(out, tmp_path / "layer", changes)
     assert_members_encode_as_tarformat_does(out.getvalue())
     assert _digest(out.getvalue()) == CHANGES
+
+
+def _member_names(data: bytes) -> list[str]:
+    reader = TarReader(io.BytesIO(data))
+    names = []
+    while (hdr := reader.next()) is not None:
+        names.append(hdr.name)
+        while reader.read_data(1 << 20):
+            pass
+    return names
+
+
+def test_changes_tar_lists_members_in_the_tree_walks_order(tmp_path: Path) -> None:
+    # Names around "/" in byte order ("-" and "." sort below it, "0" and "\x01" below "-"),
+    # a name that is a prefix of another, and one that is not UTF-8.
+    root = tmp_path / "layer"
+    names = ["a", "a-b", "a.b", "a0", "a\x01", "ab", os.fsdecode(b"a\xff")]
+    for name in names:
+        (root / name / "sub").mkdir(parents=True)
+        (root / name / "sub" / "f").write_bytes(b"x")
+        (root / f"{name}.txt").write_bytes(b"y")
+    walked = _member_names(_tree_tar(root, WhiteoutFormat.DELETE))
+    out = io.BytesIO()
+    # Given deepest first and out of order, with the parents left for the writer to add.
+    files = [p for p in walked if not (root / p.rstrip("/")).is_dir()]
+    write_changes_tar(out, root, [Change("/" + p, ChangeKind.ADD) for p in reversed(files)])
+    assert _member_names(out.getvalue()) == walked

@@ -61,13 +61,14 @@ def write_tree_tar(
         tar.finish()
 
 
-def _name_key(name: str) -> bytes:
-    # os.fsencode's result, without its Python-level checks (this runs once per path part).
-    return name.encode("utf-8", "surrogateescape")
+def _tree_key(member: str) -> bytes:
+    """``member``'s place in tree order, as one bytes object (one C comparison per pair, not one per part).
 
-
-def _tree_key(member: str) -> tuple[bytes, ...]:
-    return tuple(_name_key(part) for part in member.split("/"))
+    Tree order compares paths part by part, a directory's own name before
+    anything below it. With each ``/`` made NUL, a byte no name can hold and
+    lower than any it can, plain bytes order is that order.
+    """
+    return member.encode("utf-8", "surrogateescape").replace(b"/", b"\0")
 
 
 def write_changes_tar(out: BinaryIO, root: Path, changes: Iterable[Change]) -> None:
@@ -80,21 +81,25 @@ def write_changes_tar(out: BinaryIO, root: Path, changes: Iterable[Change]) -> N
     """
     members: dict[str, bool] = {}  # member name -> is a whiteout
     for change in changes:
-        parts = change.path.strip("/").split("/")
-        if parts == [""]:
+        path = change.path.strip("/")
+        if not path:
             continue
-        for depth in range(1, len(parts)):
-            members.setdefault("/".join(parts[:depth]), False)
+        head, _, leaf = path.rpartition("/")
         if change.kind is ChangeKind.DELETE:
-            members["/".join([*parts[:-1], WHITEOUT_PREFIX + parts[-1]])] = True
+            members[f"{head}/{WHITEOUT_PREFIX}{leaf}" if head else WHITEOUT_PREFIX + leaf] = True
         else:
-            members["/".join(parts)] = False
+            members[path] = False
+        # A directory already listed has its own parents listed too: stop there.
+        while head and head not in members:
+            members[head] = False
+            head = head.rpartition("/")[0]
     tar = _tar_writer(out, ())
     top = os.fsencode(root)
     with _drivebay_errors():
-        for member in sorted(members, key=_tree_key):
-            if members[member]:
-                tar.add_whiteout(_name_key(member))
+        for key, whiteout in sorted((_tree_key(member), whiteout) for member, whiteout in members.items()):
+            name = key.replace(b"\0", b"/")
+            if whiteout:
+                tar.add_whiteout(name)
             else:
-                tar.add_path(top, _name_key(member))
+                tar.add_path(top, name)
         tar.finish()
