@@ -29,6 +29,7 @@ from typing import BinaryIO
 from drivebay.bench.datagen import rewrite_files, write_stdlib_like_tree
 from drivebay.facades.graph import GraphDriver
 from drivebay.fs import btrfs
+from drivebay.fs.backing import mount_holding
 from drivebay.fs.loopfs import scratch_filesystem
 from drivebay.loader import KINDS, load_driver
 from drivebay.state import StateDB
@@ -83,6 +84,15 @@ def _fill(root: Path, files: int) -> None:
         if i % 500 == 0:
             directory.mkdir()
         (directory / f"f{i:05d}").write_bytes(b"x" * (i % 300))
+
+
+def _device_bytes_written(mount_point: Path) -> int:
+    """Bytes the block device under ``mount_point`` (the loop device) has had written to it so far."""
+    entry = mount_holding(mount_point)
+    assert entry is not None and entry.source.startswith("/dev/"), f"{mount_point} is not on a block device"
+    # Field 7 of /sys/block/<dev>/stat: sectors written, in 512-byte units whatever the device's block size.
+    fields = Path(f"/sys/block/{Path(entry.source).name}/stat").read_text().split()
+    return int(fields[6]) * 512
 
 
 def _cli(*args: str) -> None:
@@ -233,6 +243,7 @@ def bench_diff(runs: int, cases: list[str]) -> None:
             graph = _open_driver(mnt)
             image = _image(graph, case.fill)
             commit, native, settled, naive = Series(), Series(), Series(), Series()
+            committed: list[int] = []
             size = None
             for run in range(runs):
                 settled_layer, pending = f"settled{run}", f"pending{run}"
@@ -244,7 +255,9 @@ def bench_diff(runs: int, cases: list[str]) -> None:
                             # Commits the whole filesystem, so before the pending container is written.
                             btrfs.sync(root)
                 with graph.mounted(pending) as root:
+                    before = _device_bytes_written(mnt)
                     commit.time(partial(btrfs.sync, root))
+                    committed.append(_device_bytes_written(mnt) - before)
                 native.time(partial(_diff_to, out, partial(graph.diff, pending)))
                 native.wall[-1] += commit.wall[-1]
                 native.cpu[-1] += commit.cpu[-1]
@@ -257,6 +270,7 @@ def bench_diff(runs: int, cases: list[str]) -> None:
                 assert graph.changes(pending) == graph.naive_changes(pending, "image"), "native changes differ"
             print(f"[{name}] {case.describe} on a {FILES}-file image, {runs} runs; tar {size} bytes")
             print(f"  commit first (BTRFS_IOC_SYNC): {commit.describe()}")
+            print(f"    it wrote {statistics.median(committed) / 2**20:.1f} MiB (median) to the loop device")
             print(f"  native diff incl. commit:      {native.describe()}")
             print(f"  native diff, settled:          {settled.describe()}")
             print(f"  naive diff:                    {naive.describe()}")
