@@ -6,6 +6,7 @@ import errno
 import io
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -85,3 +86,24 @@ def test_size_on_xfs_with_prjquota(tmp_path: Path) -> None:
         assert dict(driver.status())["Quota"] == "xfs project quota"
         driver.create_rw("c1", None, {"size": "10M"})
         _assert_limited(driver, "c1")
+
+
+def test_overlay2_off_btrfs_does_not_import_the_btrfs_ioctls(tmp_path: Path) -> None:
+    # Removing a layer asks which quota method the home has; off btrfs that must not load drivebay.fs.btrfs.
+    probe = (
+        "import sys\n"
+        "from drivebay.loader import KINDS, load_driver\n"
+        "from drivebay.facades.graph import GraphDriver\n"
+        "from drivebay.state import StateDB\n"
+        "from pathlib import Path\n"
+        f"root = Path({str(tmp_path)!r})\n"
+        "graph = GraphDriver(load_driver(KINDS['graph'], 'overlay2'), root / 'overlay2', StateDB.for_root(root), {})\n"
+        "graph.create_rw('layer', None)\n"
+        "graph.remove('layer')\n"
+        "print('drivebay.fs.btrfs' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    if result.returncode and "DriverNotSupported" in result.stderr:
+        pytest.skip(f"overlay2 cannot run on {tmp_path}: {result.stderr.strip().splitlines()[-1]}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False"
