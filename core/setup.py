@@ -19,6 +19,7 @@ setup(
             [
                 "src/drivebay/archive/_tarapply.c",
                 "src/drivebay/archive/tarapply_read.c",
+                "src/drivebay/archive/tarapply_rebuild.c",
                 "src/drivebay/archive/tarapply_split.c",
                 "src/drivebay/archive/tarapply_strings.c",
                 "src/drivebay/archive/tarapply_tree.c",

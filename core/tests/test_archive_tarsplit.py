@@ -6,16 +6,19 @@ tar from the applied directory; the rebuilt bytes are compared with the tar.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from drivebay.archive import RebuiltTar, Split, WhiteoutFormat, apply_layer_tar, write_tar_split
-from drivebay.errors import DigestMismatch, InvalidArchive
+from drivebay.archive.tarsplit import MAGIC
+from drivebay.errors import DigestMismatch, DrivebayError, InvalidArchive
 
 MTIME = 1_700_000_000
 
@@ -192,3 +195,139 @@ def test_a_split_without_its_magic_is_refused(tmp_path: Path) -> None:
     bogus.write_bytes(b"not a split")
     with open(bogus, "rb") as kept, pytest.raises(InvalidArchive, match="does not start with"):
         RebuiltTar(kept, tmp_path, "sha256:" + "0" * 64, "layer L")
+
+
+NESTED = make_tar(
+    member("a", tarfile.DIRTYPE),
+    member("a/b", tarfile.DIRTYPE),
+    member("a/b/secret", data=b"inside\n" * 700),
+    member("a/b/empty"),
+    member("a/odd", data=os.urandom(513)),
+    member("a/link", tarfile.SYMTYPE, linkname="b/secret"),
+    member("top", data=os.urandom(5000)),
+)
+
+
+def read_until_error(split: Path, root: Path, tar: bytes, chunk: int) -> tuple[bytes, DrivebayError | None]:
+    """What a rebuild produces in ``chunk``-byte reads, and the error that stopped it (None if it verified)."""
+    diff_id = "sha256:" + hashlib.sha256(tar).hexdigest()
+    produced = bytearray()
+    buffer = bytearray(chunk)
+    with open(split, "rb") as kept, RebuiltTar(kept, root, diff_id, "layer L") as rebuilt:
+        try:
+            while count := rebuilt.readinto(buffer):
+                produced += buffer[:count]
+            rebuilt.verify()
+        except DrivebayError as exc:
+            return bytes(produced), exc
+    return bytes(produced), None
+
+
+def test_tiny_and_large_reads_rebuild_the_same_bytes(tmp_path: Path) -> None:
+    root = applied(NESTED, tmp_path)
+    _, split = split_of(NESTED, tmp_path)
+    assert read_until_error(split, root, NESTED, 1) == (NESTED, None)
+    assert read_until_error(split, root, NESTED, 1 << 20) == (NESTED, None)
+
+
+# The path in the layer made a symlink, what it points to in the outside directory, and the reason given.
+SWAPPED = {
+    "a directory at the top": ("a", ".", "its directory 'a' is a symlink now"),
+    "a directory deeper down": ("a/b", ".", "its directory 'a/b' is a symlink now"),
+    "the file itself": ("a/b/secret", "secret", "Too many levels of symbolic links"),
+}
+
+
+@pytest.mark.parametrize("case", list(SWAPPED))
+@pytest.mark.parametrize("chunk", [1, 1 << 20])
+def test_a_symlink_on_a_files_path_fails_the_rebuild_without_reading_outside(
+    tmp_path: Path, case: str, chunk: int
+) -> None:
+    swapped, target, reason = SWAPPED[case]
+    root = applied(NESTED, tmp_path)
+    _, split = split_of(NESTED, tmp_path)
+    # Outside the layer, the same path leads to a file of the same name: following the symlink would read it.
+    outside = tmp_path / "outside"
+    (outside / "b").mkdir(parents=True)
+    (outside / "secret").write_bytes(b"OUTSIDE!" * 1000)
+    (outside / "b" / "secret").write_bytes(b"OUTSIDE!" * 1000)
+    victim = root / swapped
+    os.rename(victim, tmp_path / "moved-away")
+    victim.symlink_to(outside / target)
+    produced, error = read_until_error(split, root, NESTED, chunk)
+    assert isinstance(error, DigestMismatch)
+    assert str(error) == (
+        f"layer L: cannot read file 'a/b/secret' of the layer ({reason}); the layer was changed, load the image again"
+    )
+    assert b"OUTSIDE" not in produced
+    assert NESTED.startswith(produced)
+
+
+def test_a_file_on_a_files_path_fails_the_rebuild_naming_it(tmp_path: Path) -> None:
+    root = applied(NESTED, tmp_path)
+    _, split = split_of(NESTED, tmp_path)
+    shutil.rmtree(root / "a" / "b")
+    (root / "a" / "b").write_bytes(b"now a file")
+    _, error = read_until_error(split, root, NESTED, 1 << 16)
+    assert isinstance(error, DigestMismatch)
+    assert "cannot read file 'a/b/secret' of the layer ('a/b' is not a directory now)" in str(error)
+
+
+def test_a_fifo_in_a_files_place_fails_the_rebuild_instead_of_blocking(tmp_path: Path) -> None:
+    root = applied(NESTED, tmp_path)
+    _, split = split_of(NESTED, tmp_path)
+    (root / "top").unlink()
+    os.mkfifo(root / "top")
+    _, error = read_until_error(split, root, NESTED, 1 << 16)
+    assert isinstance(error, DigestMismatch)
+    assert "cannot read file 'top' of the layer (it is not a regular file now)" in str(error)
+
+
+def test_a_truncated_split_is_refused_wherever_it_is_cut(tmp_path: Path) -> None:
+    root = applied(NESTED, tmp_path)
+    _, split = split_of(NESTED, tmp_path)
+    whole = split.read_bytes()
+    cut_split = tmp_path / "cut.tarsplit"
+    # Every cut in the records around the first file (its F record and name) and in the end record.
+    first_file = whole.index(b"a/b/secret") - 13
+    cuts = sorted({len(MAGIC), *range(first_file - 3, first_file + 30), *range(len(whole) - 12, len(whole))})
+    for cut in cuts:
+        cut_split.write_bytes(whole[:cut])
+        for chunk in (7, 1 << 20):
+            produced, error = read_until_error(cut_split, root, NESTED, chunk)
+            assert isinstance(error, InvalidArchive), (cut, chunk, error)
+            assert str(error) == "layer L: its tar-split is truncated; load the image again"
+            assert NESTED.startswith(produced)
+
+
+def test_a_split_with_an_unknown_record_is_refused(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.tarsplit"
+    bogus.write_bytes(MAGIC + b"X")
+    _, error = read_until_error(bogus, tmp_path, b"", 1 << 16)
+    assert isinstance(error, InvalidArchive)
+    assert "unknown record type 0x58" in str(error)
+
+
+def open_fds() -> set[str]:
+    """The fds open now, after collecting earlier tests' objects (one finalized mid-test would close an fd)."""
+    gc.collect()
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_rebuild_leaves_no_fd_open_whether_it_ends_fails_or_is_dropped(tmp_path: Path) -> None:
+    root = applied(NESTED, tmp_path)
+    _, split = split_of(NESTED, tmp_path)
+    diff_id = "sha256:" + hashlib.sha256(NESTED).hexdigest()
+    before = open_fds()
+    assert read_until_error(split, root, NESTED, 4096) == (NESTED, None)
+    # Closed halfway, inside a file whose directories are open.
+    with open(split, "rb") as kept, RebuiltTar(kept, root, diff_id, "layer L") as rebuilt:
+        rebuilt.read(len(NESTED) // 2)
+    # Never closed: dropping it closes its fds.
+    with open(split, "rb") as kept:
+        dropped = RebuiltTar(kept, root, diff_id, "layer L")
+        dropped.read(len(NESTED) // 2)
+        del dropped
+    (root / "a" / "b" / "secret").unlink()
+    assert isinstance(read_until_error(split, root, NESTED, 4096)[1], DigestMismatch)
+    assert open_fds() - before == set()

@@ -1,20 +1,24 @@
 /* drivebay.archive._tarapply: apply an uncompressed layer tar to a directory, without writing outside it.
  *
  * The whole apply is in C, because per-member work in Python (or even libarchive's generic per-entry
- * machinery) cost more CPU than GNU tar's whole run. This file holds the module and its two entry points,
- * apply and split (a tar-split, see tarsplit.py); tarapply.h says which tarapply_*.c file does the rest.
- * apply.py and tarsplit.py wrap them and turn the reported errors into drivebay's exceptions; their
- * docstrings are the contract.
+ * machinery) cost more CPU than GNU tar's whole run. This file holds the module and its entry points:
+ * apply, split (a tar-split, see tarsplit.py) and SplitReader (the tar rebuilt from a tar-split, for the
+ * same reason: in Python it took three times as long as GNU tar's whole run); tarapply.h says which
+ * tarapply_*.c file does the rest. apply.py and tarsplit.py wrap them and turn the reported errors into
+ * drivebay's exceptions; their docstrings are the contract.
  *
  * Safety: every member's parent is reached from the root fd one component at a time with
  * openat(O_NOFOLLOW | O_DIRECTORY), so a symlink among the parents stops the apply instead of being
  * followed. The chain of directory fds of the last member's parent is kept (a stack): tars list a
  * directory's members together, so most members need no open at all, and none needs a path walk.
  * Members are created relative to their parent's fd with O_EXCL | O_NOFOLLOW (or mknodat, symlinkat,
- * linkat, which never follow the last component either); a name in the way is removed first.
+ * linkat, which never follow the last component either); a name in the way is removed first. A rebuild
+ * reaches each file it reads by the same walk and opens it with O_NOFOLLOW, so it never reads through a
+ * symlink either.
  *
  * Threads: the GIL is released for the whole apply and taken back only to call the stream's readinto,
  * which fills one reused 1 MiB buffer. Nothing is global: two applies may run at once in two threads.
+ * A SplitReader releases it for each readinto, and refuses a second thread while one reads.
  * The umask is read from /proc (never set) and the working directory is never changed.
  *
  * Errors: a problem with the tar or the disk is reported as (kind, message) and apply.py raises the
@@ -71,7 +75,7 @@ static void apply_all(Applier *a)
     drain(a);
 }
 
-static void applier_free(Applier *a)
+void applier_free(Applier *a)
 {
     stack_pop_to(a, 0);
     if (a->root_fd >= 0)
@@ -263,6 +267,147 @@ done:
     return result;
 }
 
+/* ---- the tar rebuilt from a tar-split -------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    Rebuild r;
+    int open;
+    int busy; /* a readinto runs without the GIL: another thread must not read or close meanwhile */
+} SplitReader;
+
+static PyObject *split_reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    int split_fd, root_fd;
+    long long offset;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "SplitReader takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "iLi:SplitReader", &split_fd, &offset, &root_fd))
+        return NULL;
+    if (offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "the tar-split offset must not be negative");
+        return NULL;
+    }
+    SplitReader *self = (SplitReader *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->open = 1;
+    if (rebuild_open(&self->r, split_fd, (off_t)offset, root_fd) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* Whether the reader may be used now; else an exception is set. */
+static int split_reader_usable(const SplitReader *self)
+{
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the tar-split reader is being read by another thread");
+        return 0;
+    }
+    if (!self->open) {
+        PyErr_SetString(PyExc_ValueError, "I/O operation on a closed tar-split reader");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *split_reader_readinto(SplitReader *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (!split_reader_usable(self) || !PyArg_Parse(arg, "w*:readinto", &view))
+        return NULL;
+    size_t filled = 0;
+    /* After an error nothing more is read: every later call reports it again. */
+    if (!self->r.a.err_kind) {
+        self->busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        filled = rebuild_fill(&self->r, view.buf, (size_t)view.len);
+        Py_END_ALLOW_THREADS
+        self->busy = 0;
+    }
+    PyBuffer_Release(&view);
+    if (raised(&self->r.a))
+        return NULL;
+    return Py_BuildValue("(niN)", (Py_ssize_t)filled, self->r.a.err_kind, error_message(&self->r.a));
+}
+
+static PyObject *split_reader_close(SplitReader *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the tar-split reader is being read by another thread");
+        return NULL;
+    }
+    rebuild_close(&self->r);
+    self->open = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *split_reader_size(SplitReader *self, void *closure)
+{
+    (void)closure;
+    if (!self->r.ended)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(self->r.size);
+}
+
+static void split_reader_dealloc(SplitReader *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    rebuild_close(&self->r);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+PyDoc_STRVAR(split_reader_doc,
+             "SplitReader(split_fd, offset, root_fd)\n\n"
+             "The tar of the tar-split read from ``split_fd`` at ``offset`` (just after its magic), with each\n"
+             "``F`` file's bytes read from the directory ``root_fd``: every directory on a file's path is opened\n"
+             "from there without following a symlink, and so is the file. Both fds are duplicated; the\n"
+             "caller's stay its own (the split's offset is never moved).");
+
+PyDoc_STRVAR(split_reader_readinto_doc,
+             "readinto(buffer) -> (count, kind, message)\n\n"
+             "Fill ``buffer`` with the next bytes of the tar, reading large chunks without the GIL. ``count``\n"
+             "is short only at the end of the tar or on an error: (kind, message) as for apply, kind 0 for\n"
+             "none, else CHANGED (a file is missing, shorter, not a regular file, or behind a symlink or\n"
+             "non-directory), INVALID (the split is malformed or truncated) or IO. The message names the file\n"
+             "but not the layer. After an error every call reports it again.");
+
+PyDoc_STRVAR(split_reader_close_doc, "close()\n\nClose the reader's fds; it may be called again.");
+
+static PyMethodDef split_reader_methods[] = {
+    {"readinto", (PyCFunction)split_reader_readinto, METH_O, split_reader_readinto_doc},
+    {"close", (PyCFunction)split_reader_close, METH_NOARGS, split_reader_close_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef split_reader_getset[] = {
+    {"size", (getter)split_reader_size, NULL, "The tar's size from the end record, or None before it is read.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot split_reader_slots[] = {
+    {Py_tp_doc, (void *)split_reader_doc},
+    {Py_tp_new, split_reader_new},
+    {Py_tp_dealloc, split_reader_dealloc},
+    {Py_tp_methods, split_reader_methods},
+    {Py_tp_getset, split_reader_getset},
+    {0, NULL},
+};
+
+static PyType_Spec split_reader_spec = {
+    .name = "drivebay.archive._tarapply.SplitReader",
+    .basicsize = sizeof(SplitReader),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = split_reader_slots,
+};
+
 static PyMethodDef methods[] = {
     {"apply", tarapply_apply, METH_VARARGS, apply_doc},
     {"split", tarapply_split, METH_VARARGS, split_doc},
@@ -276,9 +421,15 @@ static int module_exec(PyObject *module)
         PyModule_AddIntConstant(module, "AUFS", WH_AUFS) < 0 ||
         PyModule_AddIntConstant(module, "UNSAFE", KIND_UNSAFE) < 0 ||
         PyModule_AddIntConstant(module, "INVALID", KIND_INVALID) < 0 ||
-        PyModule_AddIntConstant(module, "IO", KIND_IO) < 0)
+        PyModule_AddIntConstant(module, "IO", KIND_IO) < 0 ||
+        PyModule_AddIntConstant(module, "CHANGED", KIND_CHANGED) < 0)
         return -1;
-    return 0;
+    PyObject *reader = PyType_FromModuleAndSpec(module, &split_reader_spec, NULL);
+    if (!reader)
+        return -1;
+    int rc = PyModule_AddType(module, (PyTypeObject *)reader);
+    Py_DECREF(reader);
+    return rc;
 }
 
 static PyModuleDef_Slot slots[] = {

@@ -4,6 +4,7 @@
  * tarapply_read.c  errors, the stream reader, tar headers (ustar, PAX, GNU), member names, tar-split records
  * tarapply_tree.c  the directory stack, removing what is in the way, metadata, creating members, whiteouts
  * tarapply_split.c making a tar-split: which members' bytes are left out, and whether the layer keeps them
+ * tarapply_rebuild.c  rebuilding the tar from its tar-split and the applied layer's files
  * tarapply_strings.c  normalized paths and the string set
  */
 #ifndef DRIVEBAY_ARCHIVE_TARAPPLY_H
@@ -27,7 +28,8 @@
 
 #include "growbuf.h"
 
-enum { KIND_NONE, KIND_UNSAFE, KIND_INVALID, KIND_IO, KIND_NOMEM };
+/* KIND_CHANGED: a rebuild found the layer no longer holding the bytes its tar-split names. */
+enum { KIND_NONE, KIND_UNSAFE, KIND_INVALID, KIND_IO, KIND_NOMEM, KIND_CHANGED };
 enum { WH_DELETE, WH_OVERLAY, WH_AUFS };
 
 #define CHUNK (1 << 20)
@@ -156,12 +158,29 @@ typedef struct {
 
     int err_kind;
     char *err_msg;
+    int err_errno; /* of an IO error, for a caller that words its own message (a rebuild) */
 
     Splitter *split; /* set when making a tar-split instead of applying */
     int in_file;     /* the bytes being read are a file's, which a tar-split leaves out */
 } Applier;
 
 #define MISSING (-2) /* open_dir, walk_to: a directory that is not there (and was not to be made) */
+
+/* A tar being rebuilt from its tar-split (see SplitReader in _tarapply.c). The applier is only the walk's:
+ * the root fd, the directory stack and the error. */
+typedef struct {
+    Applier a;
+    int split_fd;
+    off_t split_off;    /* where the next read of the split starts */
+    unsigned char *buf; /* bytes [pos, len) of the split are read and not yet used */
+    size_t pos, len;
+    uint64_t raw_left;  /* of the current raw record */
+    int file_fd;        /* the current file's, or -1 */
+    uint64_t file_left; /* of the current file */
+    Bytes name;         /* the current file's path below the root */
+    int ended;          /* the end record was read: `size` is the tar's */
+    uint64_t size;
+} Rebuild;
 
 /* ---- functions shared between the source files ---------------------------------------------------------- */
 
@@ -186,10 +205,15 @@ int drain(Applier *a);
 int read_header(Applier *a);
 int split_name(Applier *a, const char *name, const char *what, Path *out);
 void stack_pop_to(Applier *a, size_t depth);
+int walk_to(Applier *a, const Path *p, size_t n, int create, const char *entry);
 int finish_dirs(Applier *a);
 int apply_member(Applier *a);
 int split_finish(Applier *a);
 void split_all(Applier *a);
+void applier_free(Applier *a);
+int rebuild_open(Rebuild *r, int split_fd, off_t offset, int root_fd);
+size_t rebuild_fill(Rebuild *r, unsigned char *out, size_t room);
+void rebuild_close(Rebuild *r);
 
 static inline size_t path_start(const Path *p, size_t i) { return i ? p->ends[i - 1] + 1 : 0; }
 static inline const char *path_component(const Path *p, size_t i) { return p->z.data + path_start(p, i); }

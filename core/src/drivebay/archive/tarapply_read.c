@@ -24,6 +24,8 @@ int fail(Applier *a, int kind, const char *fmt, ...)
 int fail_io(Applier *a, const char *entry, int err)
 {
     char text[256];
+    if (!a->err_kind)
+        a->err_errno = err;
     return fail(a, KIND_IO, "cannot write layer tar entry '%s' into %s (%s)", entry, a->root,
                 strerror_r(err, text, sizeof text));
 }

@@ -83,8 +83,9 @@ static int open_dir(Applier *a, int parent, int parent_sgid, const Path *p, size
 }
 
 /* The fd of the directory made of the first n components of p; the stack becomes that chain. Missing
- * directories are made when `create`; otherwise a missing one gives MISSING. */
-static int walk_to(Applier *a, const Path *p, size_t n, int create, const char *entry)
+ * directories are made when `create`; otherwise a missing one gives MISSING. On an error, the stack holds
+ * the components before the one that failed (a rebuild names it). */
+int walk_to(Applier *a, const Path *p, size_t n, int create, const char *entry)
 {
     stack_pop_to(a, common_depth(&a->stack, p, n));
     for (size_t i = a->stack.n; i < n; i++) {

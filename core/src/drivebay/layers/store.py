@@ -14,7 +14,9 @@ file's bytes named by path (:mod:`drivebay.archive.tarsplit`). Saving reads
 those bytes back from the driver's view of the layer, which holds them as
 the tar wrote them whatever the driver (only the file's bytes are read back;
 headers, xattr order and hardlink choice come from the split), and hashes
-the rebuilt tar against the diff ID. The split is made in a thread beside
+the rebuilt tar against the diff ID. The files are read in C, each reached
+from the layer's root without following a symlink, so a layer changed after
+its load fails the save naming the file, never reading outside the layer. The split is made in a thread beside
 the apply, in the same pass that hashes the tar
 (:meth:`LayerStore.create_from_region`), so a load writes the layer's bytes
 once, not twice. A tar that removes or replaces one of its own files cannot
