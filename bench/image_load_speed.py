@@ -13,6 +13,10 @@ it times:
   then ``load_archive``) into a fresh root, for each driver; and once
   through the CLI (a new process: interpreter start and imports included),
   with the first driver;
+- ``image save`` of the loaded image with the first driver, in this process:
+  its layer rebuilt from the tar-split and the applied files, hashed and
+  written as a ``docker save`` archive, against ``tar -cf`` of the same tree
+  (the one ``tar -xf`` made) to a file on the same filesystem;
 - the pieces of a load on their own: ``apply_layer_tar`` of the layer into a
   directory, writing its tar-split while hashing it (``split_plain``, what a
   load runs beside the apply) and sha256 alone.
@@ -57,6 +61,7 @@ from drivebay.loader import KINDS, load_driver
 from drivebay.state import StateDB
 
 HASH_CHUNK = 4 << 20
+TAG = "bench/load:1"
 STEPS: list[tuple[object, str, str]] = [
     (image_archive.ArchiveFile, "__init__", "index the outer tar"),
     (transfer, "read_archive_images", "read manifest and config"),
@@ -139,6 +144,19 @@ def load_once(archive_path: Path, root: Path, driver: str, into: Breakdown) -> T
             opened[0].state.close()
 
 
+def save_once(root: Path, driver: str, dest: Path) -> Timing:
+    """``image save`` of the image loaded into ``root`` to ``dest``, as ``drivebay image save`` does in-process."""
+    graph = open_graph(root, driver)
+    try:
+        stores = open_stores(root, graph.state, graph)
+        os.sync()
+        return timed(lambda: transfer.save_images([TAG], dest, "docker", stores.images))
+    finally:
+        graph.cleanup()
+        unmount_all_under(root)
+        graph.state.close()
+
+
 def sha256_file(path: Path) -> None:
     sha = hashlib.sha256()
     with open(path, "rb", buffering=0) as f:
@@ -165,7 +183,7 @@ def build_image(mnt: Path, files: int, seed: int) -> tuple[Path, Path, int]:
     saved = SavedImage(
         id=store.sha256_digest(config),
         config=config,
-        tags=("bench/load:1",),
+        tags=(TAG,),
         layers=(SavedLayer(diff_id, diff_id, TarSource.file(layer)),),
     )
     image = mnt / "image.tar"
@@ -216,6 +234,11 @@ def bench_filesystem(fstype: str, drivers: list[str], files: int, seed: int, run
         kept = mnt / "kept.tarsplit"
         cli_root = mnt / "root-cli"
 
+        saved = mnt / "saved.tar"
+
+        def gnu_tar_create() -> None:
+            subprocess.run(["tar", "--numeric-owner", "-C", str(out), "-cf", str(saved), "."], check=True)
+
         def gnu_tar() -> None:
             subprocess.run(["tar", "--numeric-owner", "-C", str(out), "-xf", str(layer)], check=True)
 
@@ -241,6 +264,11 @@ def bench_filesystem(fstype: str, drivers: list[str], files: int, seed: int, run
                 os.sync()
                 series[f"image load ({driver})"].timings.append(load_once(image, root, driver, breakdown))
                 series[f"image load ({driver})"].breakdowns.append(breakdown)
+                if driver == drivers[0]:
+                    series["tar -cf (save's reference)"].timings.append(synced(gnu_tar_create))
+                    saved.unlink()
+                    series[f"image save ({driver})"].timings.append(save_once(root, driver, saved))
+                    saved.unlink()
                 shutil.rmtree(root)
             fresh(cli_root)
             series[f"drivebay image load, CLI ({drivers[0]})"].timings.append(synced(cli_load))
@@ -255,6 +283,12 @@ def bench_filesystem(fstype: str, drivers: list[str], files: int, seed: int, run
         shutil.rmtree(out)
         reference = series["tar -xf"].median()
         for label, found in series.items():
+            if label == f"image save ({drivers[0]})":
+                save, tar_create = found.median(), series["tar -cf (save's reference)"].median()
+                print(
+                    f"  image save ({drivers[0]}) / tar -cf: wall {save.wall / tar_create.wall:.2f}x, "
+                    f"CPU {save.cpu / tar_create.cpu:.2f}x"
+                )
             got = found.median()
             print(
                 f"  {label:34s} wall {got.wall:6.2f}s = {got.wall / reference.wall:4.2f}x   "
