@@ -50,6 +50,7 @@ LAZY_FOR_IMAGE_LS = (
     "drivebay.layers.docker_archive",
     "drivebay.layers.oci_archive",
     "ctypes.util",  # find_library runs ldconfig; core binds the libc already loaded
+    "zstandard",  # decompresses zstd layers only
 )
 
 
