@@ -11,11 +11,12 @@ changed since is an error, never a different tar.
 
 The split is made in C (``_tarapply.split``) by the same header reader that
 applies layers, and read back in C (``_tarapply.SplitReader``) through the
-apply's directory walk, which never follows a symlink: per-file work in
-Python cost tens of microseconds a file. It also says whether the tar can be rebuilt at all: a tar
-that replaces or removes one of its own files (a path named twice, a whiteout
-or opaque directory over it, a non-directory above it) leaves the layer
-without those bytes, and the caller keeps the whole tar instead.
+apply's directory walk, which never follows a symlink (per-file work in
+Python cost tens of microseconds a file). The split also says whether the
+tar can be rebuilt at all: a tar that replaces or removes one of its own
+files (a path named twice, a whiteout or opaque directory over it, a
+non-directory above it) leaves the layer without those bytes, and the caller
+keeps the whole tar instead.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ the tar wrote them whatever the driver (only the file's bytes are read back;
 headers, xattr order and hardlink choice come from the split), and hashes
 the rebuilt tar against the diff ID. The files are read in C, each reached
 from the layer's root without following a symlink, so a layer changed after
-its load fails the save naming the file, never reading outside the layer. The split is made in a thread beside
-the apply, in the same pass that hashes the tar
+its load fails the save naming the file, never reading outside the layer.
+The split is made in a thread beside the apply, in the same pass that hashes the tar
 (:meth:`LayerStore.create_from_region`), so a load writes the layer's bytes
 once, not twice. A tar that removes or replaces one of its own files cannot
 be rebuilt from the layer; it is kept whole, as ``layer.tar``, and so are the
